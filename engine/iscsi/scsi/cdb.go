@@ -1,0 +1,244 @@
+package scsi
+
+import "encoding/binary"
+
+// Operation codes the disk implements.
+const (
+	OpTestUnitReady      = 0x00
+	OpRequestSense       = 0x03
+	OpRead6              = 0x08
+	OpWrite6             = 0x0a
+	OpInquiry            = 0x12
+	OpModeSelect6        = 0x15
+	OpModeSense6         = 0x1a
+	OpStartStopUnit      = 0x1b
+	OpPreventAllow       = 0x1e
+	OpReadCapacity10     = 0x25
+	OpRead10             = 0x28
+	OpWrite10            = 0x2a
+	OpWriteVerify10      = 0x2e
+	OpVerify10           = 0x2f
+	OpPrefetch10         = 0x34
+	OpSyncCache10        = 0x35
+	OpWriteSame10        = 0x41
+	OpUnmap              = 0x42
+	OpModeSense10        = 0x5a
+	OpRead16             = 0x88
+	OpCompareAndWrite    = 0x89
+	OpWrite16            = 0x8a
+	OpWriteVerify16      = 0x8e
+	OpVerify16           = 0x8f
+	OpPrefetch16         = 0x90
+	OpSyncCache16        = 0x91
+	OpWriteSame16        = 0x93
+	OpServiceActionIn16  = 0x9e
+	OpReportLUNs         = 0xa0
+	OpMaintenanceIn      = 0xa3
+	OpRead12             = 0xa8
+	OpWrite12            = 0xaa
+	OpWriteVerify12      = 0xae
+	OpVerify12           = 0xaf
+	SAReadCapacity16     = 0x10
+	SAReportSupportedOps = 0x0c
+)
+
+// Kind groups commands that execute the same way.
+type Kind int
+
+// Command kinds.
+const (
+	KindUnsupported Kind = iota
+	KindTestUnitReady
+	KindRequestSense
+	KindInquiry
+	KindModeSense
+	KindReadCapacity10
+	KindReadCapacity16
+	KindRead
+	KindWrite
+	KindVerify
+	KindPrefetch
+	KindSyncCache
+	KindWriteSame
+	KindUnmap
+	KindReportLUNs
+	KindReportOpcodes
+	KindCompareAndWrite
+	KindNoop // START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL
+)
+
+// Request is a parsed CDB.
+type Request struct {
+	CDB    []byte
+	Op     byte
+	Kind   Kind
+	LBA    uint64
+	Blocks uint32
+	FUA    bool
+	// Verify asks WRITE AND VERIFY / VERIFY to compare (BYTCHK).
+	ByteCheck byte
+	// Unmap and NDOB are the WRITE SAME flags.
+	Unmap, NDOB bool
+	// DataOut is the number of bytes the command expects from the
+	// initiator, per the CDB.
+	DataOut int
+	// AllocLen is the most data-in bytes the initiator accepts, per the CDB
+	// (reads: Blocks*block size).
+	AllocLen int
+}
+
+// Parse decodes a CDB without touching any device. Errors come back as the
+// sense to report.
+func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
+	if len(cdb) == 0 {
+		return nil, &SenseInvalidOpcode
+	}
+	r := &Request{CDB: cdb, Op: cdb[0]}
+	need := cdbLen(cdb[0])
+	if need == 0 {
+		return nil, &SenseInvalidOpcode
+	}
+	if len(cdb) < need {
+		return nil, &SenseInvalidFieldCDB
+	}
+	bad := &SenseInvalidFieldCDB
+	be16 := func(i int) uint32 { return uint32(binary.BigEndian.Uint16(cdb[i:])) }
+	be32 := func(i int) uint32 { return binary.BigEndian.Uint32(cdb[i:]) }
+	be64 := func(i int) uint64 { return binary.BigEndian.Uint64(cdb[i:]) }
+	bs := blockSize
+	switch cdb[0] {
+	case OpTestUnitReady:
+		r.Kind = KindTestUnitReady
+	case OpRequestSense:
+		r.Kind, r.AllocLen = KindRequestSense, int(cdb[4])
+	case OpInquiry:
+		if cdb[1]&0x02 != 0 || (cdb[1]&0x01 == 0 && cdb[2] != 0) {
+			return nil, bad
+		}
+		r.Kind, r.AllocLen = KindInquiry, int(be16(3))
+	case OpModeSense6:
+		r.Kind, r.AllocLen = KindModeSense, int(cdb[4])
+	case OpModeSense10:
+		r.Kind, r.AllocLen = KindModeSense, int(be16(7))
+	case OpReadCapacity10:
+		if cdb[8]&1 == 0 && be32(2) != 0 {
+			return nil, bad
+		}
+		r.Kind, r.AllocLen = KindReadCapacity10, 8
+	case OpServiceActionIn16:
+		if cdb[1]&0x1f != SAReadCapacity16 {
+			return nil, &SenseInvalidFieldCDB
+		}
+		r.Kind, r.AllocLen = KindReadCapacity16, int(be32(10))
+	case OpRead6, OpWrite6:
+		r.LBA = uint64(cdb[1]&0x1f)<<16 | uint64(cdb[2])<<8 | uint64(cdb[3])
+		r.Blocks = uint32(cdb[4])
+		if r.Blocks == 0 {
+			r.Blocks = 256
+		}
+	case OpRead10, OpWrite10, OpWriteVerify10, OpVerify10, OpPrefetch10, OpSyncCache10, OpWriteSame10:
+		r.LBA, r.Blocks = uint64(be32(2)), be16(7)
+	case OpRead12, OpWrite12, OpWriteVerify12, OpVerify12:
+		r.LBA, r.Blocks = uint64(be32(2)), be32(6)
+	case OpRead16, OpWrite16, OpWriteVerify16, OpVerify16, OpPrefetch16, OpSyncCache16, OpWriteSame16:
+		r.LBA, r.Blocks = be64(2), be32(10)
+	case OpCompareAndWrite:
+		if cdb[1]>>5 != 0 {
+			return nil, bad
+		}
+		r.Kind, r.LBA, r.Blocks = KindCompareAndWrite, be64(2), uint32(cdb[13])
+		r.FUA = cdb[1]&0x08 != 0
+		r.DataOut = 2 * int(r.Blocks) * bs
+	case OpUnmap:
+		if cdb[1]&0x01 != 0 { // ANCHOR
+			return nil, bad
+		}
+		r.Kind, r.DataOut = KindUnmap, int(be16(7))
+	case OpReportLUNs:
+		if cdb[2] > 2 && cdb[2] != 0x10 && cdb[2] != 0x11 && cdb[2] != 0x12 {
+			return nil, bad
+		}
+		r.Kind, r.AllocLen = KindReportLUNs, int(be32(6))
+		if r.AllocLen < 16 {
+			return nil, bad
+		}
+	case OpMaintenanceIn:
+		if cdb[1]&0x1f != SAReportSupportedOps {
+			return nil, &SenseInvalidFieldCDB
+		}
+		if cdb[2]&0x07 > 3 {
+			return nil, bad
+		}
+		r.Kind, r.AllocLen = KindReportOpcodes, int(be32(6))
+	case OpStartStopUnit, OpPreventAllow:
+		r.Kind = KindNoop
+	default:
+		return nil, &SenseInvalidOpcode
+	}
+	switch cdb[0] {
+	case OpRead6, OpRead10, OpRead12, OpRead16:
+		if cdb[0] != OpRead6 && (cdb[1]>>5 != 0) { // RDPROTECT without protection info
+			return nil, bad
+		}
+		r.Kind = KindRead
+		r.FUA = cdb[0] != OpRead6 && cdb[1]&0x08 != 0
+		r.AllocLen = int(r.Blocks) * bs
+	case OpWrite6, OpWrite10, OpWrite12, OpWrite16:
+		if cdb[0] != OpWrite6 && (cdb[1]>>5 != 0) {
+			return nil, bad
+		}
+		r.Kind = KindWrite
+		r.FUA = cdb[0] != OpWrite6 && cdb[1]&0x08 != 0
+		r.DataOut = int(r.Blocks) * bs
+	case OpWriteVerify10, OpWriteVerify12, OpWriteVerify16:
+		if cdb[1]>>5 != 0 {
+			return nil, bad
+		}
+		r.Kind, r.ByteCheck = KindWrite, (cdb[1]>>1)&1
+		r.DataOut = int(r.Blocks) * bs
+	case OpVerify10, OpVerify12, OpVerify16:
+		if cdb[1]>>5 != 0 {
+			return nil, bad
+		}
+		r.Kind, r.ByteCheck = KindVerify, (cdb[1]>>1)&3
+		switch r.ByteCheck {
+		case 0:
+		case 1:
+			r.DataOut = int(r.Blocks) * bs
+		case 3:
+			r.DataOut = bs
+		default:
+			return nil, bad
+		}
+	case OpPrefetch10, OpPrefetch16:
+		r.Kind = KindPrefetch
+	case OpSyncCache10, OpSyncCache16:
+		r.Kind = KindSyncCache
+	case OpWriteSame10, OpWriteSame16:
+		if cdb[1]>>5 != 0 || cdb[1]&0x10 != 0 { // WRPROTECT, ANCHOR
+			return nil, bad
+		}
+		r.Kind = KindWriteSame
+		r.Unmap = cdb[1]&0x08 != 0
+		r.NDOB = cdb[0] == OpWriteSame16 && cdb[1]&0x01 != 0
+		if !r.NDOB {
+			r.DataOut = bs
+		}
+	}
+	return r, nil
+}
+
+// cdbLen returns the CDB length for a known opcode, 0 for unknown ones.
+func cdbLen(op byte) int {
+	switch op >> 5 {
+	case 0:
+		return 6
+	case 1, 2:
+		return 10
+	case 4:
+		return 16
+	case 5:
+		return 12
+	}
+	return 0
+}

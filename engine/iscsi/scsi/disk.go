@@ -1,0 +1,353 @@
+package scsi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+
+	"github.com/lockstep-io/lockstep/engine/blockdev"
+)
+
+// Limits the disk advertises in the Block Limits VPD page.
+const (
+	maxTransferBytes  = 8 << 20
+	maxUnmapBlocks    = 1 << 20
+	maxUnmapDescs     = 256
+	maxWriteSameBytes = maxTransferBytes
+	maxCAWBlocks      = 1
+	writeSameChunk    = 1 << 20
+)
+
+// Disk is one logical unit backed by a blockdev.Device.
+type Disk struct {
+	dev    blockdev.Device
+	bs     int
+	serial string
+	naa    [16]byte
+	// caw makes COMPARE AND WRITE atomic against other writes: writes hold
+	// it shared, COMPARE AND WRITE holds it exclusively.
+	caw sync.RWMutex
+}
+
+// NewDisk wraps dev as a SCSI disk.
+func NewDisk(dev blockdev.Device) *Disk {
+	d := &Disk{dev: dev, bs: dev.BlockSize()}
+	sum := sha256.Sum256([]byte(dev.ID()))
+	d.serial = hexString(sum[:8])
+	// NAA 6 (IEEE registered extended) with a locally chosen OUI; the
+	// remaining bits come from the device ID so the designator is stable.
+	d.naa[0] = 0x60 | 0x0f
+	copy(d.naa[1:], sum[8:23])
+	return d
+}
+
+// BlockSize returns the logical block size.
+func (d *Disk) BlockSize() int { return d.bs }
+
+func (d *Disk) blocks() uint64 { return uint64(d.dev.Size()) / uint64(d.bs) }
+
+func (d *Disk) inRange(lba uint64, n uint32) bool {
+	nb := d.blocks()
+	return lba <= nb && uint64(n) <= nb-lba
+}
+
+// Execute runs a parsed command. dataOut holds the data-out bytes received
+// (possibly fewer than req.DataOut when the initiator's expected transfer
+// length was shorter; then only whole blocks received are written).
+func (d *Disk) Execute(ctx context.Context, req *Request, dataOut []byte) Result {
+	switch req.Kind {
+	case KindTestUnitReady, KindNoop:
+		return good(nil)
+	case KindRequestSense:
+		s := Sense{}
+		if req.CDB[1]&0x01 != 0 {
+			return good(clip(s.Descriptor(), req.AllocLen))
+		}
+		return good(clip(s.Fixed(), req.AllocLen))
+	case KindInquiry:
+		return d.inquiry(req)
+	case KindModeSense:
+		return d.modeSense(req)
+	case KindReadCapacity10:
+		b := make([]byte, 8)
+		last := d.blocks() - 1
+		if last > 0xffffffff {
+			last = 0xffffffff
+		}
+		binary.BigEndian.PutUint32(b, uint32(last))
+		binary.BigEndian.PutUint32(b[4:], uint32(d.bs))
+		return good(b)
+	case KindReadCapacity16:
+		b := make([]byte, 32)
+		binary.BigEndian.PutUint64(b, d.blocks()-1)
+		binary.BigEndian.PutUint32(b[8:], uint32(d.bs))
+		b[14] = 0x80 | 0x40 // LBPME, LBPRZ: thin, unmapped blocks read zero
+		return good(clip(b, req.AllocLen))
+	case KindRead:
+		return d.read(ctx, req)
+	case KindWrite:
+		return d.write(ctx, req, dataOut)
+	case KindVerify:
+		return d.verify(ctx, req, dataOut)
+	case KindPrefetch:
+		if !d.inRange(req.LBA, req.Blocks) {
+			return Check(SenseLBAOutOfRange)
+		}
+		return good(nil)
+	case KindSyncCache:
+		if !d.inRange(req.LBA, req.Blocks) {
+			return Check(SenseLBAOutOfRange)
+		}
+		if err := d.dev.Flush(ctx); err != nil {
+			return deviceError(ctx, err, true)
+		}
+		return good(nil)
+	case KindWriteSame:
+		return d.writeSame(ctx, req, dataOut)
+	case KindUnmap:
+		return d.unmap(ctx, req, dataOut)
+	case KindCompareAndWrite:
+		return d.compareAndWrite(ctx, req, dataOut)
+	case KindReportOpcodes:
+		return reportOpcodes(req)
+	}
+	return Check(SenseInvalidOpcode)
+}
+
+func (d *Disk) read(ctx context.Context, req *Request) Result {
+	if !d.inRange(req.LBA, req.Blocks) {
+		return Check(SenseLBAOutOfRange)
+	}
+	n := int64(req.Blocks) * int64(d.bs)
+	if n > maxTransferBytes {
+		return Check(SenseInvalidFieldCDB)
+	}
+	if n == 0 {
+		return good(nil)
+	}
+	buf := make([]byte, n)
+	if err := d.dev.ReadAt(ctx, buf, int64(req.LBA)*int64(d.bs)); err != nil {
+		return deviceError(ctx, err, false)
+	}
+	return good(buf)
+}
+
+func (d *Disk) write(ctx context.Context, req *Request, data []byte) Result {
+	if !d.inRange(req.LBA, req.Blocks) {
+		return Check(SenseLBAOutOfRange)
+	}
+	if int64(req.Blocks)*int64(d.bs) > maxTransferBytes {
+		return Check(SenseInvalidFieldCDB)
+	}
+	if d.dev.ReadOnly() {
+		return Check(SenseWriteProtected)
+	}
+	n := min(len(data), req.DataOut)
+	n -= n % d.bs
+	if n == 0 {
+		return good(nil)
+	}
+	off := int64(req.LBA) * int64(d.bs)
+	d.caw.RLock()
+	err := d.dev.WriteAt(ctx, data[:n], off, req.FUA)
+	d.caw.RUnlock()
+	if err != nil {
+		return deviceError(ctx, err, true)
+	}
+	if req.ByteCheck != 0 {
+		back := make([]byte, n)
+		if err := d.dev.ReadAt(ctx, back, off); err != nil {
+			return deviceError(ctx, err, false)
+		}
+		if i := mismatch(back, data[:n]); i >= 0 {
+			return miscompare(i)
+		}
+	}
+	return good(nil)
+}
+
+func (d *Disk) verify(ctx context.Context, req *Request, data []byte) Result {
+	if !d.inRange(req.LBA, req.Blocks) {
+		return Check(SenseLBAOutOfRange)
+	}
+	n := int64(req.Blocks) * int64(d.bs)
+	if n > maxTransferBytes {
+		return Check(SenseInvalidFieldCDB)
+	}
+	if n == 0 || req.ByteCheck == 0 {
+		return good(nil)
+	}
+	if len(data) < req.DataOut {
+		return Check(SenseInvalidFieldCDB)
+	}
+	back := make([]byte, n)
+	if err := d.dev.ReadAt(ctx, back, int64(req.LBA)*int64(d.bs)); err != nil {
+		return deviceError(ctx, err, false)
+	}
+	want := data[:req.DataOut]
+	if req.ByteCheck == 3 {
+		want = bytes.Repeat(want, int(req.Blocks))
+	}
+	if i := mismatch(back, want); i >= 0 {
+		return miscompare(i)
+	}
+	return good(nil)
+}
+
+func (d *Disk) writeSame(ctx context.Context, req *Request, data []byte) Result {
+	if req.Blocks == 0 { // WSNZ is set in the Block Limits page
+		return Check(SenseInvalidFieldCDB)
+	}
+	if int64(req.Blocks)*int64(d.bs) > maxWriteSameBytes {
+		return Check(SenseInvalidFieldCDB)
+	}
+	if !d.inRange(req.LBA, req.Blocks) {
+		return Check(SenseLBAOutOfRange)
+	}
+	if d.dev.ReadOnly() {
+		return Check(SenseWriteProtected)
+	}
+	if !req.NDOB && len(data) < d.bs {
+		return Check(SenseInvalidFieldCDB)
+	}
+	off, length := int64(req.LBA)*int64(d.bs), int64(req.Blocks)*int64(d.bs)
+	zero := req.NDOB || allZero(data[:d.bs])
+	d.caw.RLock()
+	defer d.caw.RUnlock()
+	var err error
+	switch {
+	case zero && req.Unmap:
+		err = d.dev.Unmap(ctx, off, length)
+	case zero:
+		err = d.dev.WriteZeroes(ctx, off, length, false)
+	default:
+		chunk := bytes.Repeat(data[:d.bs], int(min(length, writeSameChunk)/int64(d.bs)))
+		for done := int64(0); done < length && err == nil; {
+			n := min(int64(len(chunk)), length-done)
+			err = d.dev.WriteAt(ctx, chunk[:n], off+done, false)
+			done += n
+		}
+	}
+	if err != nil {
+		return deviceError(ctx, err, true)
+	}
+	return good(nil)
+}
+
+func (d *Disk) unmap(ctx context.Context, req *Request, p []byte) Result {
+	if req.DataOut == 0 {
+		return good(nil)
+	}
+	if req.DataOut < 8 || len(p) < req.DataOut {
+		return Check(SenseParamListLength)
+	}
+	p = p[:req.DataOut]
+	descLen := int(binary.BigEndian.Uint16(p[2:4]))
+	if descLen%16 != 0 || 8+descLen > len(p) {
+		return Check(SenseParamListLength)
+	}
+	if descLen/16 > maxUnmapDescs {
+		return Check(SenseInvalidFieldParam)
+	}
+	if d.dev.ReadOnly() {
+		return Check(SenseWriteProtected)
+	}
+	type ext struct{ lba, n uint64 }
+	var exts []ext
+	for i := 8; i < 8+descLen; i += 16 {
+		lba := binary.BigEndian.Uint64(p[i:])
+		n := binary.BigEndian.Uint32(p[i+8:])
+		if !d.inRange(lba, n) {
+			return Check(SenseLBAOutOfRange)
+		}
+		if n > maxUnmapBlocks {
+			return Check(SenseInvalidFieldParam)
+		}
+		if n > 0 {
+			exts = append(exts, ext{lba, uint64(n)})
+		}
+	}
+	d.caw.RLock()
+	defer d.caw.RUnlock()
+	for _, e := range exts {
+		if err := d.dev.Unmap(ctx, int64(e.lba)*int64(d.bs), int64(e.n)*int64(d.bs)); err != nil {
+			return deviceError(ctx, err, true)
+		}
+	}
+	return good(nil)
+}
+
+func (d *Disk) compareAndWrite(ctx context.Context, req *Request, data []byte) Result {
+	if req.Blocks > maxCAWBlocks {
+		return Check(SenseInvalidFieldCDB)
+	}
+	if !d.inRange(req.LBA, req.Blocks) {
+		return Check(SenseLBAOutOfRange)
+	}
+	if req.Blocks == 0 {
+		return good(nil)
+	}
+	if d.dev.ReadOnly() {
+		return Check(SenseWriteProtected)
+	}
+	if len(data) < req.DataOut {
+		return Check(SenseInvalidFieldCDB)
+	}
+	n := req.DataOut / 2
+	off := int64(req.LBA) * int64(d.bs)
+	d.caw.Lock()
+	defer d.caw.Unlock()
+	cur := make([]byte, n)
+	if err := d.dev.ReadAt(ctx, cur, off); err != nil {
+		return deviceError(ctx, err, false)
+	}
+	if i := mismatch(cur, data[:n]); i >= 0 {
+		return miscompare(i)
+	}
+	if err := d.dev.WriteAt(ctx, data[n:2*n], off, req.FUA); err != nil {
+		return deviceError(ctx, err, true)
+	}
+	return good(nil)
+}
+
+func miscompare(off int) Result {
+	s := SenseMiscompare
+	s.Info, s.InfoValid = uint32(off), true
+	return Check(s)
+}
+
+func mismatch(a, b []byte) int {
+	for i := range a {
+		if i >= len(b) || a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func clip(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+func hexString(b []byte) string {
+	const digits = "0123456789ABCDEF"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}

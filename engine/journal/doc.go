@@ -1,0 +1,75 @@
+// Package journal is the write-ahead log of a Lockstep data directory: every
+// write, unmap and consistency marker of every volume, in one total order.
+//
+// One log per data directory (not one per volume) is what gives write-order
+// fidelity across volumes: a record's sequence number orders it against every
+// other volume's records, so any prefix of the log is a state the service's
+// hosts could have observed, and a marker record is one position in every
+// volume's history at once.
+//
+// # Segments
+//
+// The log is a series of segment files in one directory, named by a 16-digit
+// hexadecimal segment number ("0000000000000001.wal"). A segment starts with a
+// 64-byte header:
+//
+//	0  8  magic "LSJSEG01"
+//	8  4  format version (1), little endian
+//	12 4  reserved (0)
+//	16 8  segment number
+//	24 8  sequence number of the first record in the segment
+//	32 4  CRC32C of bytes 0..32
+//	36 4  reserved (0)
+//	40 8  synced-through: an offset below which every record is known durable
+//	48 4  CRC32C of bytes 40..48
+//	52 12 reserved (0)
+//
+// Records follow back to back from offset 64. A new segment is cut when the
+// current one would exceed the segment size: the current segment is written
+// and fsynced completely, then the new one is written to a temporary name,
+// fsynced, renamed and its directory fsynced. Hence only the newest segment
+// can ever hold a torn tail.
+//
+// The synced-through field is rewritten in place after every fsync with the
+// offset that fsync covered, without an fsync of its own: the next fsync makes
+// it durable. After a power loss it is therefore never larger than what was
+// really durable, which is what lets Open tell a torn tail (damage at or past
+// synced-through: the write never completed, truncate it) from corruption of
+// acknowledged data (damage below it: refuse and report).
+//
+// # Records
+//
+// Every record is framed as
+//
+//	0 4  body length L, little endian (0 < L <= MaxRecordBody)
+//	4 4  CRC32C (Castagnoli) of the body
+//	8 L  body
+//
+// and every body starts with a 40-byte header:
+//
+//	0  1  type: 1 write, 2 zero (WRITE SAME of zeros), 3 unmap, 4 marker
+//	1  1  flags (0)
+//	2  2  reserved (0)
+//	4  4  volume id (0 for markers)
+//	8  8  sequence number: dense, +1 per record across the whole log
+//	16 8  timestamp, Unix nanoseconds; strictly increasing with sequence,
+//	      also across restarts and when the wall clock steps back
+//	24 8  byte offset in the volume (write, zero, unmap)
+//	32 4  byte length in the volume (write, zero, unmap)
+//	36 4  reserved (0)
+//
+// A write's body continues with its data (length bytes). A marker's body
+// continues with: uvarint-prefixed ID, service and class strings, a uvarint
+// count of volume ids each as a uvarint, and uvarint-prefixed evidence bytes.
+//
+// # Torn tails and damage
+//
+// Open scans the newest segment record by record. The first record whose frame
+// is incomplete, whose length is out of range or whose CRC does not match ends
+// the valid log. If it lies at or beyond synced-through, the bytes from there
+// on are copied to "torn/" beside the segments and the segment is truncated:
+// that is a write that never completed. If it lies below synced-through, or in
+// an older segment, or sequence numbers are not dense across segments, Open
+// fails with ErrCorrupt naming the segment and offset; Verify lists all damage
+// and Repair fixes only what it can fix without discarding durable records.
+package journal

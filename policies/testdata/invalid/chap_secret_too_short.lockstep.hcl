@@ -1,0 +1,21 @@
+service "shop" {
+  volume "data" {
+    size       = "10GiB"
+    initiators = ["iqn.2026-11.com.example:host1"]
+
+    chap {
+      username = "shop"
+      secret   = env("SHORT_SECRET")
+    }
+  }
+  app "postgres" "db" {
+    volumes = ["data"]
+    dsn     = "host=/run/postgresql user=lockstep"
+  }
+  consistency {
+    every = "1m"
+  }
+  rpo {
+    journal = "5m"
+  }
+}

@@ -1,0 +1,33 @@
+service "web_portal" {
+  volume "data" {
+    size       = "10GiB"
+    initiators = ["iqn.2026-11.com.example:host1"]
+  }
+  app "postgres" "db" {
+    volumes = ["data"]
+    dsn     = "host=/run/postgresql user=lockstep"
+  }
+  consistency {
+    every = "1m"
+  }
+  rpo {
+    journal = "5m"
+  }
+}
+
+service "web-portal" {
+  volume "data" {
+    size       = "10GiB"
+    initiators = ["iqn.2026-11.com.example:host1"]
+  }
+  app "postgres" "db" {
+    volumes = ["data"]
+    dsn     = "host=/run/postgresql user=lockstep"
+  }
+  consistency {
+    every = "1m"
+  }
+  rpo {
+    journal = "5m"
+  }
+}

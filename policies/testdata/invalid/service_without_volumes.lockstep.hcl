@@ -1,0 +1,8 @@
+service "shop" {
+  consistency {
+    every = "1m"
+  }
+  rpo {
+    journal = "5m"
+  }
+}

@@ -1,0 +1,16 @@
+service "shop" {
+  volume "data" {
+    size       = "10GiB"
+    initiators = ["iqn.2026-11.com.example:host1"]
+  }
+  app "postgress" "db" {
+    volumes = ["data"]
+    dsn     = "host=/run/postgresql user=lockstep"
+  }
+  consistency {
+    every = "1m"
+  }
+  rpo {
+    journal = "5m"
+  }
+}
