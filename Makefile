@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin/lockstep
 FUZZTIME ?= 10s
 
-.PHONY: build deps lint test test-short fuzz bench demo clean
+.PHONY: build deps lint test test-short crash fuzz bench demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lockstep
@@ -18,7 +18,14 @@ lint:
 # race detector, then each fuzz target briefly.
 test: deps lint build
 	$(GO) test -race -timeout 25m ./...
+	$(MAKE) crash
 	./scripts/fuzz-short.sh $(FUZZTIME)
+
+# The crash tests at full count (200 SIGKILL and 200 power-loss points);
+# under the race detector above they run scaled down.
+CRASHPOINTS ?= 200
+crash:
+	$(GO) test -count=1 -timeout 20m -run 'TestCrash' ./engine/store/ -args -crash.points=$(CRASHPOINTS)
 
 test-short:
 	$(GO) test -short ./...

@@ -24,7 +24,7 @@ func init() {
 	}
 	var portal, iqn, file, size string
 	var blockSize int
-	var readOnly bool
+	var readOnly, debug bool
 	serveFile := &cobra.Command{
 		Use:   "serve-file",
 		Short: "Serve a plain file as LUN 0 of one iSCSI target until interrupted",
@@ -46,7 +46,11 @@ Exit codes: 0 after an interrupt, 1 if serving failed, 2 usage error.`,
 				return withExit(exitFailure, err)
 			}
 			defer dev.Close()
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			srv := iscsi.NewServer(iscsi.ServerConfig{Portal: portal, Logger: log})
 			if err := srv.AddTarget(iscsi.TargetConfig{IQN: iqn, LUNs: []iscsi.LUNConfig{{ID: 0, Device: dev}}}); err != nil {
 				return withExit(exitUsage, err)
@@ -72,6 +76,7 @@ Exit codes: 0 after an interrupt, 1 if serving failed, 2 usage error.`,
 	serveFile.Flags().StringVar(&size, "size", "1GiB", "device size (bytes, or with KiB/MiB/GiB/TiB)")
 	serveFile.Flags().IntVar(&blockSize, "block-size", 512, "logical block size: 512 or 4096")
 	serveFile.Flags().BoolVar(&readOnly, "read-only", false, "refuse writes")
+	serveFile.Flags().BoolVar(&debug, "debug", false, "log every failed command")
 	iscsiCmd.AddCommand(serveFile)
 	rootCmd.AddCommand(iscsiCmd)
 }
@@ -93,4 +98,3 @@ func parseSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
-

@@ -7,21 +7,35 @@
 // (Block, TS) into an immutable run; runs cover contiguous, ordered TS
 // ranges, so a lookup searches the memtable and then the runs newest first
 // and stops at the first hit. Adjacent runs of similar size are merged
-// (binomially), keeping about log2(N/M) runs. When the in-memory runs exceed
-// their budget, the oldest run is written to a spill file and only its page
-// fences stay in memory; spill files are merged the same way.
+// (binomially), keeping about log2(N/M) runs. Each run has a Bloom filter
+// over its blocks, so a run without the block costs one cache line. When
+// the in-memory runs exceed their budget, the oldest run is written to a
+// spill file and only its page fences (and filter) stay in memory; spill
+// files are merged the same way. A lookup that reaches a spill file and
+// passes its filter reads one 4 KiB page.
 //
-// Memory bound (Stats.MemoryBytes counts exactly these):
-//   - an entry in an in-memory run: 24 bytes;
+// Memory bound (Stats.MemoryBytes counts exactly these, from the sizes of
+// the allocations; TestMemoryPerEntry and TestMemoryCap check them against
+// the live heap):
+//   - an entry in an in-memory run: 24 bytes, plus 8 bytes of search
+//     samples per 32 entries and 1 byte of filter: 25.25 bytes;
 //   - the memtable, allocated once: 44 bytes per slot of capacity, two of
 //     them (the active one and the one being flushed or kept for reuse);
-//     capacity = MemoryLimit/(8*44), clamped to [64, 65536];
-//   - a spilled entry: 16 bytes of fence per 4 KiB page of 170 entries,
-//     i.e. 0.094 bytes per entry, plus at most 64 16-byte TS summaries per
-//     run;
-//   - the cap: memtables + in-memory runs <= MemoryLimit after every Add;
-//     beyond it runs spill. Only fences grow with the number of spilled
-//     entries (about 94 KiB per million), and DropThrough reclaims them.
+//     capacity = MemoryLimit/(8*44), clamped to [64, 65536], so the two
+//     take at most a quarter of the limit (or 5.6 KiB, the floor);
+//   - a spilled entry: 1 byte of filter while the filters of spill files
+//     fit in a quarter of the limit (beyond it the oldest files lose their
+//     filter), plus 16 bytes of fence per 4 KiB page of 170 entries, i.e.
+//     0.094 bytes per entry, plus at most 64 16-byte TS summaries per
+//     spill file (Stats.FenceBytes counts fences and summaries);
+//   - the cap: everything but fences and summaries <= max(MemoryLimit,
+//     5.6 KiB) after every Add (unless a spill failed; Add then returns the
+//     error). Beyond it the oldest runs spill. Only fences grow with the
+//     number of spilled entries (about 94 KiB per million), and
+//     DropThrough reclaims them.
+//
+// With the default 64 MiB limit about 2M entries stay in memory (8 GiB of
+// 4 KiB writes); 100M spilled entries cost 9.4 MiB of fences.
 //
 // A merge needs its output on top of its inputs while it runs, so the heap
 // can briefly exceed the cap by the size of the runs being merged.
@@ -36,9 +50,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lockstep-io/lockstep/engine/vfs"
 )
@@ -57,6 +73,7 @@ type Options struct {
 	MemoryLimit int64
 	// Dir is the spill directory, created if needed. The index owns the
 	// files named spill-* in it: they are a cache, deleted at New and Close.
+	// Each Index needs a directory of its own.
 	Dir string
 	// FS is the file system; nil means vfs.OS{}.
 	FS vfs.FS
@@ -100,7 +117,14 @@ type Index struct {
 	wmu    sync.Mutex // serialises mutators; guards the writer-only fields
 	spare  *memtable
 	lastTS int64
-	nextID uint32
+	bgErr  error // the last failed background merge, until one succeeds or Add reports it
+	merge  merger
+
+	nextID atomic.Uint32
+	// idSalt makes file ids differ between indexes, so that a page from
+	// another index's file (a shared directory, a misdirected write) fails
+	// the id check even when its page number and first key match.
+	idSalt uint32
 
 	mu      sync.RWMutex // guards the published state below
 	closed  bool
@@ -149,8 +173,10 @@ func New(opts Options) (*Index, error) {
 		spare:   newMemtable(c),
 		lastTS:  math.MinInt64,
 		dropped: math.MinInt64,
+		idSalt:  rand.Uint32(),
 	}
 	x.runBudget = max(x.limit-2*x.mem.bytes(), 0)
+	x.merge.start(x)
 	return x, nil
 }
 
@@ -172,7 +198,8 @@ func (x *Index) Add(entries ...Entry) error {
 		last = e.TS
 	}
 	x.lastTS = last
-	var firstErr error
+	firstErr := x.bgErr
+	x.bgErr = nil
 	for len(entries) > 0 {
 		k := min(x.mem.room(), len(entries))
 		x.mu.Lock()
@@ -261,12 +288,16 @@ func (x *Index) compact() error {
 		}
 	}
 	for {
+		x.trimFilters()
 		f := x.firstMem()
-		var inMem int64
+		var inMem, filters int64
 		for _, r := range x.runs[f:] {
-			inMem += int64(cap(r.ents)) * entrySize
+			inMem += r.memBytes()
 		}
-		if inMem <= x.runBudget || f == len(x.runs) {
+		for _, r := range x.runs[:f] {
+			filters += r.filter.Load().bytes()
+		}
+		if inMem <= x.runBudget-filters || f == len(x.runs) {
 			return nil
 		}
 		s, err := x.writeSpill(x.runs[f].iter(), x.dropped)
@@ -278,52 +309,40 @@ func (x *Index) compact() error {
 		if s != nil {
 			sr = &run{minTS: r.minTS, maxTS: r.maxTS, n: s.n, file: s,
 				parts: adjustParts(append([]part(nil), r.parts...), x.dropped, r.n-s.n, s.n)}
+			sr.filter.Store(r.filter.Load())
 		}
 		if err := x.replace(f, f+1, sr); err != nil {
 			return err
 		}
-		if err := x.mergeSpilled(); err != nil {
-			return err
-		}
+		x.merge.kick()
 	}
 }
 
-// mergeSpilled merges the two newest spill files while the newer has caught
-// up with the older.
-func (x *Index) mergeSpilled() error {
-	for {
-		f := x.firstMem()
-		if f < 2 || x.runs[f-2].n > x.runs[f-1].n {
-			return nil
+// trimFilters keeps the filters of spilled runs within a quarter of the
+// limit, and within what the in-memory runs leave of their budget; the
+// oldest (largest) runs lose theirs first and then cost a page read for
+// every lookup that reaches them.
+func (x *Index) trimFilters() {
+	f := x.firstMem()
+	var inMem int64
+	for _, r := range x.runs[f:] {
+		inMem += r.memBytes()
+	}
+	budget := min(x.limit/4, max(x.runBudget-inMem, 0))
+	var total int64
+	for i := f - 1; i >= 0; i-- {
+		r := x.runs[i]
+		b := r.filter.Load().bytes()
+		if total+b > budget {
+			r.filter.Store(nil)
+			continue
 		}
-		a, b := x.runs[f-2], x.runs[f-1]
-		w, err := x.newSpillWriter()
-		if err != nil {
-			return err
-		}
-		_, err = merge(a.iter(), b.iter(), x.dropped, w.add)
-		if err != nil {
-			w.abort()
-			return err
-		}
-		s, err := w.finish()
-		if err != nil {
-			return err
-		}
-		var r *run
-		if s != nil {
-			r = &run{minTS: max(a.minTS, x.dropped+1), maxTS: b.maxTS, n: s.n, file: s,
-				parts: mergedParts(a, b, x.dropped, a.n+b.n-s.n, s.n)}
-		}
-		if err := x.replace(f-2, f, r); err != nil {
-			return err
-		}
+		total += b
 	}
 }
 
 func (x *Index) newSpillWriter() (*spillWriter, error) {
-	x.nextID++
-	return createSpill(x.fsys, x.dir, x.nextID)
+	return createSpill(x.fsys, x.dir, x.idSalt+x.nextID.Add(1))
 }
 
 // writeSpill writes the entries of it with TS > dropped to a new spill file.
@@ -507,22 +526,26 @@ func (x *Index) rewrite(r *run, ts int64) (*run, error) {
 	}
 	if r.file == nil {
 		n := r.n - gone
+		if n == 0 {
+			return nil, nil
+		}
 		ents := make([]Entry, 0, n)
 		for _, e := range r.ents {
 			if e.TS > ts {
 				ents = append(ents, e)
 			}
 		}
-		return &run{minTS: ts + 1, maxTS: r.maxTS, n: n, ents: ents,
-			parts: adjustParts(append([]part(nil), r.parts...), ts, gone, n)}, nil
+		return newMemRun(ents, ts+1, r.maxTS, adjustParts(append([]part(nil), r.parts...), ts, gone, n), r.filter.Load()), nil
 	}
 	s, err := x.writeSpill(r.iter(), ts)
 	if err != nil || s == nil {
 		return nil, err
 	}
 	n := s.n
-	return &run{minTS: ts + 1, maxTS: r.maxTS, n: n, file: s,
-		parts: adjustParts(append([]part(nil), r.parts...), ts, r.n-n, n)}, nil
+	nr := &run{minTS: ts + 1, maxTS: r.maxTS, n: n, file: s,
+		parts: adjustParts(append([]part(nil), r.parts...), ts, r.n-n, n)}
+	nr.filter.Store(r.filter.Load())
+	return nr, nil
 }
 
 // Stats reports the index's size.
@@ -558,11 +581,12 @@ func (x *Index) Stats() Stats {
 }
 
 // Close releases memory and deletes the spill files (those still being
-// read by Changed go when it returns).
+// read by Changed go when it returns). It waits for a background merge to
+// stop.
 func (x *Index) Close() error {
 	x.wmu.Lock()
-	defer x.wmu.Unlock()
 	if x.closed {
+		x.wmu.Unlock()
 		return ErrClosed
 	}
 	runs := x.runs
@@ -571,6 +595,8 @@ func (x *Index) Close() error {
 	x.runs, x.mem, x.imm = nil, nil, nil
 	x.mu.Unlock()
 	x.spare = nil
+	x.wmu.Unlock()
+	x.merge.stop()
 	var firstErr error
 	for _, r := range runs {
 		if r.file != nil {

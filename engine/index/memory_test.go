@@ -65,6 +65,12 @@ func TestMemoryPerEntry(t *testing.T) {
 	if perEntry > 48 {
 		t.Errorf("heap cost %.1f bytes per in-memory entry, want <= 48", perEntry)
 	}
+	// Without the two fixed-size memtables, an entry costs the documented
+	// 25.25 bytes (entry, samples, filter).
+	memtables := 2 * x.mem.bytes()
+	if perRun := float64(heap-memtables) / float64(st.Entries); perRun > 25.5 {
+		t.Errorf("heap cost %.2f bytes per entry outside the memtables, want <= 25.5", perRun)
+	}
 	// Stats is computed from the allocations; it must not understate them.
 	if float64(heap) > 1.05*float64(st.MemoryBytes)+256<<10 {
 		t.Errorf("heap grew %d bytes but Stats.MemoryBytes says %d", heap, st.MemoryBytes)
@@ -95,7 +101,12 @@ func TestMemoryCap(t *testing.T) {
 		if st.MemoryBytes > limit+st.FenceBytes {
 			t.Fatalf("after %d entries: MemoryBytes %d > limit %d + fences %d", added, st.MemoryBytes, limit, st.FenceBytes)
 		}
+		x.quiesce() // a merge in flight holds buffers Stats does not count yet
 		heap := liveHeap() - before
+		st = x.Stats()
+		if st.MemoryBytes > limit+st.FenceBytes {
+			t.Fatalf("after %d entries and merges: MemoryBytes %d > limit %d + fences %d", added, st.MemoryBytes, limit, st.FenceBytes)
+		}
 		if d := heap - st.MemoryBytes; d > slack || d < -slack {
 			t.Fatalf("after %d entries: live heap %d, Stats.MemoryBytes %d: accounting is off by %d", added, heap, st.MemoryBytes, d)
 		}
@@ -112,6 +123,17 @@ func TestMemoryCap(t *testing.T) {
 	t.Logf("Stats %+v; peak heap %d over the first half, %d over the second", st, peak1, peak2)
 	if st.SpilledEntries < n/2 {
 		t.Fatalf("only %d of %d entries spilled: the test does not exercise the cap", st.SpilledEntries, n)
+	}
+	var filters int64
+	x.mu.RLock()
+	for _, r := range x.runs {
+		if r.file != nil {
+			filters += r.filter.Load().bytes()
+		}
+	}
+	x.mu.RUnlock()
+	if filters > limit/4 {
+		t.Errorf("filters of spill files hold %d bytes, want <= a quarter of the limit", filters)
 	}
 	if fpe := float64(st.FenceBytes) / float64(st.SpilledEntries); fpe > 0.2 {
 		t.Errorf("fences cost %.3f bytes per spilled entry, want <= 0.2", fpe)

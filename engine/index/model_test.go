@@ -133,7 +133,11 @@ func TestModel(t *testing.T) {
 	for _, limit := range []int64{1, 16 << 10, 64 << 10, 64 << 20} {
 		for seed := uint64(1); seed <= 3; seed++ {
 			t.Run(fmt.Sprintf("limit=%d/seed=%d", limit, seed), func(t *testing.T) {
-				runModel(t, limit, seed, 20000)
+				ops := 20000
+				if raceEnabled {
+					ops = 6000
+				}
+				runModel(t, limit, seed, ops)
 			})
 		}
 	}
@@ -239,6 +243,7 @@ func TestDropReclaims(t *testing.T) {
 				}
 				m.add(e)
 			}
+			x.quiesce()
 			before := x.Stats()
 			if err := x.DropThrough(n * 9 / 10); err != nil {
 				t.Fatal(err)
@@ -256,6 +261,8 @@ func TestDropReclaims(t *testing.T) {
 			if after.MemoryBytes >= before.MemoryBytes && before.Runs > 0 {
 				t.Fatalf("memory not reclaimed: before %+v after %+v", before, after)
 			}
+			x.quiesce()
+			after = x.Stats()
 			names, _ := os.ReadDir(dir)
 			files := 0
 			for _, de := range names {
@@ -388,6 +395,7 @@ func TestSpillFailure(t *testing.T) {
 		checkLookup(t, x, m, b, 25000)
 	}
 	armed.Store(false)
+	x.quiesce() // background merges that failed while armed succeed now
 	if add(40000, 45000) {
 		t.Fatal("Add failed after the disk recovered")
 	}
@@ -397,5 +405,69 @@ func TestSpillFailure(t *testing.T) {
 	for b := uint64(0); b < 2000; b += 3 {
 		checkLookup(t, x, m, b, math.MaxInt64)
 		checkLookup(t, x, m, b, 25000)
+	}
+}
+
+// TestMidFlush checks the state readers see while a flush is sorting: the
+// full memtable still searchable as imm, next to the new active memtable.
+func TestMidFlush(t *testing.T) {
+	x := newTestIndex(t, 0, nil)
+	m := newModel()
+	add := func(from, to int64) {
+		for ts := from; ts < to; ts++ {
+			e := Entry{Block: uint64(ts*13) % 97, TS: ts, Loc: uint64(ts)}
+			x.mem.add(e) // below capacity: no flush
+			m.add(e)
+		}
+	}
+	add(1, 500)
+	x.wmu.Lock()
+	x.imm, x.mem, x.spare = x.mem, x.spare, nil
+	x.wmu.Unlock()
+	add(500, 800)
+	for b := uint64(0); b < 100; b++ {
+		for _, at := range []int64{100, 499, 500, 650, math.MaxInt64} {
+			checkLookup(t, x, m, b, at)
+		}
+	}
+	checkChanged(t, x, m, 0, math.MaxInt64)
+	checkChanged(t, x, m, 400, 600)
+	if st := x.Stats(); st.Entries != 799 {
+		t.Fatalf("Stats().Entries = %d mid-flush, want 799", st.Entries)
+	}
+}
+
+// TestChangedCallbackReads checks that fn may read the index (Changed does
+// not hold the lock while calling it) while a writer waits for the lock.
+func TestChangedCallbackReads(t *testing.T) {
+	x := newTestIndex(t, 1, nil)
+	for ts := int64(1); ts <= 2000; ts++ {
+		if err := x.Add(Entry{Block: uint64(ts % 50), TS: ts, Loc: uint64(ts)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	n := 0
+	err := x.Changed(0, 2000, func(e Entry) bool {
+		if n == 0 {
+			// A writer queued on the lock would deadlock a reader that
+			// held it across fn.
+			go func() { done <- x.Add(Entry{Block: 1, TS: 2001}) }()
+		}
+		n++
+		if _, ok, err := x.Lookup(e.Block, e.TS); err != nil || !ok {
+			t.Errorf("Lookup(%d, %d) inside Changed: %v %v", e.Block, e.TS, ok, err)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n != 2000 {
+		t.Fatalf("Changed reported %d entries, want 2000", n)
 	}
 }

@@ -10,7 +10,10 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/lockstep-io/lockstep/engine/iscsi/login"
 	"github.com/lockstep-io/lockstep/engine/iscsi/pdu"
@@ -24,8 +27,14 @@ const (
 	rejectInvalidField  = 0x09
 )
 
-// maxCommandData bounds the data-out buffer of one command.
-const maxCommandData = 16 << 20
+// Per-session resource bounds.
+const (
+	// sessionMemory bounds the data buffers a session's commands hold.
+	sessionMemory = 64 << 20
+	// maxTasksFactor times the queue depth bounds the commands in flight,
+	// immediate ones included.
+	maxTasksFactor = 2
+)
 
 // errProtocol closes the connection after a protocol violation.
 var errProtocol = errors.New("iscsi: protocol violation")
@@ -44,6 +53,7 @@ type conn struct {
 
 	// set during login, read-only afterwards
 	params    login.Params
+	digests   pdu.Digests
 	discovery bool
 	tgt       *target
 	initiator string
@@ -51,8 +61,9 @@ type conn struct {
 	tsih      uint16
 	loggedIn  bool // guarded by srv.mu
 
-	wmu sync.Mutex // serialises writes to the socket
-	bw  *bufio.Writer
+	wmu     sync.Mutex // serialises writes to the socket
+	bw      *bufio.Writer
+	waiters atomic.Int32 // senders queued on wmu; the last one flushes
 
 	smu         sync.Mutex // sequence numbers and the task table
 	statSN      uint32
@@ -62,6 +73,7 @@ type conn struct {
 	nextTTT     uint32
 
 	sem     chan struct{}
+	mem     *semaphore.Weighted
 	taskWG  sync.WaitGroup
 	text    textState
 	logoutR bool
@@ -85,6 +97,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		cancel: cancel,
 		tasks:  map[uint32]*task{},
 		sem:    make(chan struct{}, s.cfg.QueueDepth),
+		mem:    semaphore.NewWeighted(sessionMemory),
 	}
 }
 
@@ -110,7 +123,8 @@ func (c *conn) serve() {
 	}
 	c.log.Info("iscsi session started", "initiator", c.initiator, "target", c.targetName(), "discovery", c.discovery,
 		"mrdsl", c.params.MaxRecvDataSegmentLength, "max_burst", c.params.MaxBurstLength,
-		"immediate_data", c.params.ImmediateData, "initial_r2t", c.params.InitialR2T)
+		"immediate_data", c.params.ImmediateData, "initial_r2t", c.params.InitialR2T,
+		"header_digest", c.digests.Header, "data_digest", c.digests.Data)
 	err := c.fullFeature()
 	switch {
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
@@ -177,6 +191,7 @@ func (c *conn) login() error {
 		}
 		if m.Done {
 			c.params = m.Params
+			c.digests = pdu.Digests{Header: m.Params.HeaderDigest, Data: m.Params.DataDigest}
 			c.discovery = m.Discovery
 			if !m.Discovery {
 				c.tgt = resolved
@@ -242,8 +257,12 @@ func (c *conn) writeNow(p *pdu.PDU) error {
 // advances StatSN when status is set, and completes a counted command when
 // complete is set (which opens the command window by one).
 func (c *conn) send(status, complete bool, ps ...*pdu.PDU) error {
+	c.waiters.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	// Under load, leave the flush to the last queued sender so that many
+	// responses share one system call.
+	waiting := c.waiters.Add(-1)
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 	for i, p := range ps {
 		last := i == len(ps)-1
@@ -258,10 +277,13 @@ func (c *conn) send(status, complete bool, ps ...*pdu.PDU) error {
 		p.PutU32(pdu.OffExpCmdSN, c.expCmdSN)
 		p.PutU32(pdu.OffMaxCmdSN, c.maxCmdSNLocked())
 		c.smu.Unlock()
-		if _, err := p.WriteTo(c.bw); err != nil {
+		if _, err := p.WriteDigests(c.bw, c.digests); err != nil {
 			c.close()
 			return err
 		}
+	}
+	if waiting > 0 {
+		return nil
 	}
 	if err := c.bw.Flush(); err != nil {
 		c.close()
@@ -314,9 +336,9 @@ func (c *conn) reject(p *pdu.PDU, reason byte, complete bool) error {
 func (c *conn) fullFeature() error {
 	maxData := int(c.params.TargetMaxRecvDataSegmentLength)
 	for {
-		p, err := pdu.Read(c.br, maxData)
+		p, err := pdu.ReadDigests(c.br, maxData, c.digests)
 		if err != nil {
-			if errors.Is(err, pdu.ErrTooLarge) {
+			if errors.Is(err, pdu.ErrTooLarge) || errors.Is(err, pdu.ErrDigest) {
 				return fmt.Errorf("%w: %w", errProtocol, err)
 			}
 			return err
@@ -356,6 +378,12 @@ func (c *conn) dispatch(p *pdu.PDU) error {
 			c.taskWG.Add(1)
 			go func() {
 				defer c.taskWG.Done()
+				defer func() {
+					if r := recover(); r != nil {
+						c.log.Error("iscsi task management panic recovered", "panic", r, "stack", string(debug.Stack()))
+						c.close()
+					}
+				}()
 				c.taskManagement(p, counted)
 			}()
 		}
@@ -494,4 +522,3 @@ func (c *conn) portal() string {
 	}
 	return c.nc.LocalAddr().String()
 }
-

@@ -2,8 +2,8 @@ package iscsi
 
 import (
 	"context"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -44,7 +44,8 @@ type task struct {
 	immLen     int
 	done       chan struct{}
 
-	aborted bool // guarded by c.smu
+	aborted   bool // guarded by c.smu
+	responded bool // guarded by c.smu
 }
 
 func (c *conn) scsiCommand(p *pdu.PDU) error {
@@ -75,6 +76,13 @@ func (c *conn) scsiCommand(p *pdu.PDU) error {
 	}
 	t.ctx, t.cancel = context.WithCancel(c.ctx)
 	c.smu.Lock()
+	if len(c.tasks) >= maxTasksFactor*c.srv.cfg.QueueDepth {
+		// Only immediate commands escape the CmdSN window; this many is abuse.
+		c.smu.Unlock()
+		t.cancel()
+		c.reject(p, rejectProtocolError, counted)
+		return fmt.Errorf("%w: more than %d commands in flight", errProtocol, len(c.tasks))
+	}
 	if _, dup := c.tasks[t.itt]; dup || t.itt == pdu.ReservedTag {
 		c.smu.Unlock()
 		t.cancel()
@@ -198,14 +206,25 @@ func (t *task) run(unsolicited int) {
 	if t.write {
 		want = min(t.edtl, req.DataOut)
 	}
+	if want > scsi.MaxTransferBytes {
+		// The disk refuses such a command before looking at its data, so
+		// do not solicit (or buffer) it.
+		want = 0
+	}
+	// Bound the memory a session's commands hold at once; waiting here
+	// only delays this command (its data has not been solicited yet).
+	need := int64(max(want, min(req.AllocLen, scsi.MaxTransferBytes)))
+	if need > 0 {
+		if err := c.mem.Acquire(t.ctx, need); err != nil {
+			t.fail(err)
+			return
+		}
+		defer c.mem.Release(need)
+	}
 	if req.Kind == scsi.KindCompareAndWrite && t.edtl != req.DataOut {
 		// A COMPARE AND WRITE whose transfer disagrees with its CDB is
 		// ambiguous; refuse it rather than compare part of it.
 		t.respond(scsi.Check(scsi.SenseInvalidFieldCDB), req.DataOut, 0)
-		return
-	}
-	if req.DataOut > maxCommandData {
-		t.respond(scsi.Check(scsi.SenseInvalidFieldCDB), 0, 0)
 		return
 	}
 	if want > len(t.buf) {
@@ -302,7 +321,8 @@ func (t *task) fail(err error) {
 		return
 	}
 	c.smu.Lock()
-	aborted := t.aborted
+	aborted := t.aborted || t.responded
+	t.responded = true
 	if !aborted {
 		delete(c.tasks, t.itt)
 		if t.counted {
@@ -317,15 +337,20 @@ func (t *task) fail(err error) {
 }
 
 // respond sends data-in (if any) and status, unless the task was aborted.
-func (t *task) respond(res scsi.Result, cdbOut, got int) {
+func (t *task) respond(res scsi.Result, cdbOut, _ int) {
 	c := t.c
 	c.smu.Lock()
-	if t.aborted {
+	if t.aborted || t.responded {
 		c.smu.Unlock()
 		return
 	}
+	t.responded = true
 	delete(c.tasks, t.itt)
 	c.smu.Unlock()
+	if res.Sense != nil {
+		c.log.Debug("iscsi check condition", "cdb", fmt.Sprintf("%x", t.cdb),
+			"sense", fmt.Sprintf("%x/%02x/%02x", res.Sense.Key, res.Sense.ASC, res.Sense.ASCQ))
+	}
 
 	var flags byte
 	residual := 0

@@ -118,7 +118,7 @@ type ScanFunc func(rec *Record, loc Loc) error
 func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *OpenReport, error) {
 	opts.fill()
 	l := &Log{dir: dir, opts: opts, segs: map[uint64]*segment{}, nextSeq: 1}
-	if err := opts.FS.MkdirAll(dir, 0o750); err != nil {
+	if err := vfs.MkdirAllDurable(opts.FS, dir, 0o750); err != nil {
 		return nil, nil, fmt.Errorf("journal %q: %w", dir, err)
 	}
 	nums, err := listSegments(opts.FS, dir)

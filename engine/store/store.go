@@ -80,7 +80,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := opts.FS.MkdirAll(path.Join(dir, "volumes"), 0o750); err != nil {
+	if err := vfs.MkdirAllDurable(opts.FS, path.Join(dir, "volumes"), 0o750); err != nil {
 		return nil, fmt.Errorf("store %q: %w", dir, err)
 	}
 	st, err := loadState(opts.FS, dir)
@@ -181,7 +181,7 @@ func (s *Store) volDir(id uint32) string { return path.Join(s.dir, "volumes", fm
 
 func (s *Store) openVolume(vs *volumeState) error {
 	d := s.volDir(vs.ID)
-	if err := s.opts.FS.MkdirAll(d, 0o750); err != nil {
+	if err := vfs.MkdirAllDurable(s.opts.FS, d, 0o750); err != nil {
 		return fmt.Errorf("volume %q: %w", vs.Name, err)
 	}
 	base, err := s.opts.FS.OpenFile(path.Join(d, "base.img"), os.O_CREATE|os.O_RDWR, 0o640)

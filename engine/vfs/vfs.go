@@ -154,3 +154,21 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 	}
 	return buf[:got], nil
 }
+
+// MkdirAllDurable creates dir and its parents and makes the new entries
+// durable by syncing every directory from dir's parent up to the root.
+func MkdirAllDurable(fsys FS, dir string, perm fs.FileMode) error {
+	if err := fsys.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for d := dir; ; {
+		p := filepath.Dir(d)
+		if err := fsys.SyncDir(p); err != nil {
+			return err
+		}
+		if p == d || p == "/" || p == "." {
+			return nil
+		}
+		d = p
+	}
+}

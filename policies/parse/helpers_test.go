@@ -3,7 +3,6 @@ package parse
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,17 +68,4 @@ func render(t testing.TB, res *Result) string {
 		t.Fatal(err)
 	}
 	return b.String()
-}
-
-// TestDumpFixtures prints what every fixture reports; run with DUMP=1 -v
-// when writing a new fixture.
-func TestDumpFixtures(t *testing.T) {
-	if os.Getenv("DUMP") == "" {
-		t.Skip("set DUMP=1 to print fixture diagnostics")
-	}
-	files, _ := filepath.Glob("../testdata/*/*.hcl")
-	for _, f := range files {
-		res := loadFile(t, f)
-		t.Logf("=== %s\n%s", f, render(t, res))
-	}
 }

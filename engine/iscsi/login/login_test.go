@@ -45,12 +45,12 @@ func TestNoAuthLogin(t *testing.T) {
 	if got := kvmap(t, r.Data); got["AuthMethod"] != "None" || got["TargetPortalGroupTag"] != "1" {
 		t.Fatalf("keys %v", got)
 	}
-	r = m.Step(Request{Transit: true, CSG: 1, NSG: 3, Data: text("HeaderDigest", "CRC32C,None", "MaxBurstLength", "16776192", "ImmediateData", "Yes", "InitialR2T", "No", "MaxRecvDataSegmentLength", "65536", "X-foo", "1")})
+	r = m.Step(Request{Transit: true, CSG: 1, NSG: 3, Data: text("HeaderDigest", "CRC32C,None", "DataDigest", "None,CRC32C", "MaxBurstLength", "16776192", "ImmediateData", "Yes", "InitialR2T", "No", "MaxRecvDataSegmentLength", "65536", "X-foo", "1")})
 	if r.Status != 0 || !r.Transit || !m.Done {
 		t.Fatalf("operational stage: %+v", r)
 	}
 	got := kvmap(t, r.Data)
-	if got["HeaderDigest"] != "None" || got["X-foo"] != "NotUnderstood" || got["MaxBurstLength"] != "1048576" || got["MaxRecvDataSegmentLength"] == "" {
+	if got["HeaderDigest"] != "CRC32C" || got["DataDigest"] != "None" || !m.Params.HeaderDigest || m.Params.DataDigest || got["X-foo"] != "NotUnderstood" || got["MaxBurstLength"] != "1048576" || got["MaxRecvDataSegmentLength"] == "" {
 		t.Fatalf("keys %v", got)
 	}
 	if m.Params.MaxRecvDataSegmentLength != 65536 || m.Params.InitialR2T || !m.Params.ImmediateData || m.Params.MaxBurstLength != 1<<20 {

@@ -8,6 +8,8 @@ import (
 // Params are the negotiated operational parameters of a session, with the
 // RFC 7143 defaults until negotiation changes them.
 type Params struct {
+	// HeaderDigest and DataDigest are true when CRC32C was negotiated.
+	HeaderDigest, DataDigest bool
 	// MaxRecvDataSegmentLength is what the initiator declared: the largest
 	// data segment the target may send it.
 	MaxRecvDataSegmentLength uint32
@@ -93,9 +95,15 @@ func (p *Params) negotiateKey(lim Limits, k, v string) (resp string, ok bool) {
 	}
 	switch k {
 	case "HeaderDigest", "DataDigest":
+		// The first value of the initiator's list that we support wins.
 		for _, c := range strings.Split(v, ",") {
-			if c == "None" {
-				return "None", true
+			if c == "None" || c == "CRC32C" {
+				if k == "HeaderDigest" {
+					p.HeaderDigest = c == "CRC32C"
+				} else {
+					p.DataDigest = c == "CRC32C"
+				}
+				return c, true
 			}
 		}
 		return "Reject", true

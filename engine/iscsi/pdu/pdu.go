@@ -1,13 +1,13 @@
 // Package pdu encodes and decodes iSCSI protocol data units (RFC 7143
-// section 11): the 48-byte basic header segment, additional header segments
-// and the padded data segment. Digests are not supported; the target only
-// negotiates HeaderDigest=None and DataDigest=None.
+// section 11): the 48-byte basic header segment, additional header segments,
+// the padded data segment and the optional CRC32C header and data digests.
 package pdu
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 )
 
@@ -43,7 +43,25 @@ const ReservedTag = 0xffffffff
 var (
 	ErrTooLarge  = errors.New("pdu: data segment exceeds the negotiated limit")
 	ErrMalformed = errors.New("pdu: malformed header")
+	ErrDigest    = errors.New("pdu: digest mismatch")
 )
+
+// Digests says which CRC32C digests a connection negotiated.
+type Digests struct{ Header, Data bool }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// crc is the iSCSI digest of the concatenated parts; it travels
+// little-endian (RFC 7143 appendix B.4: 32 zero bytes give aa 36 91 8a).
+func crc(parts ...[]byte) [4]byte {
+	var c uint32
+	for _, p := range parts {
+		c = crc32.Update(c, castagnoli, p)
+	}
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], c)
+	return b
+}
 
 // PDU is one iSCSI PDU. The header is kept raw; accessors read and write the
 // fields whose position is common to all opcodes, and opcode-specific fields
@@ -138,29 +156,46 @@ func (p *PDU) CDB() []byte {
 	return cdb
 }
 
-// Read reads one PDU from r. maxData bounds the data segment length a peer
-// may send; a larger one fails with ErrTooLarge before anything is allocated.
+// Read reads one PDU without digests from r. maxData bounds the data
+// segment length a peer may send; a larger one fails with ErrTooLarge before
+// anything is allocated.
 func Read(r io.Reader, maxData int) (*PDU, error) {
+	return ReadDigests(r, maxData, Digests{})
+}
+
+// ReadDigests reads one PDU and checks the digests d says are present.
+func ReadDigests(r io.Reader, maxData int, d Digests) (*PDU, error) {
 	p := &PDU{}
 	if _, err := io.ReadFull(r, p.BHS[:]); err != nil {
 		return nil, err
 	}
-	if err := p.readRest(r, maxData); err != nil {
+	if err := p.readRest(r, maxData, d); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *PDU) readRest(r io.Reader, maxData int) error {
+func (p *PDU) readRest(r io.Reader, maxData int, d Digests) error {
+	// Check the lengths before reading anything more, so that a garbage
+	// header fails at once instead of waiting for bytes that never come.
+	dl := p.DataSegmentLength()
+	if dl > maxData {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, dl, maxData)
+	}
 	if n := p.TotalAHSLength(); n > 0 {
 		p.AHS = make([]byte, n)
 		if _, err := io.ReadFull(r, p.AHS); err != nil {
 			return fmt.Errorf("pdu: reading AHS: %w", noEOF(err))
 		}
 	}
-	dl := p.DataSegmentLength()
-	if dl > maxData {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, dl, maxData)
+	var dig [4]byte
+	if d.Header {
+		if _, err := io.ReadFull(r, dig[:]); err != nil {
+			return fmt.Errorf("pdu: reading header digest: %w", noEOF(err))
+		}
+		if crc(p.BHS[:], p.AHS) != dig {
+			return fmt.Errorf("%w: header", ErrDigest)
+		}
 	}
 	if dl > 0 {
 		buf := make([]byte, (dl+3)&^3)
@@ -168,6 +203,14 @@ func (p *PDU) readRest(r io.Reader, maxData int) error {
 			return fmt.Errorf("pdu: reading data segment: %w", noEOF(err))
 		}
 		p.Data = buf[:dl]
+		if d.Data {
+			if _, err := io.ReadFull(r, dig[:]); err != nil {
+				return fmt.Errorf("pdu: reading data digest: %w", noEOF(err))
+			}
+			if crc(buf) != dig {
+				return fmt.Errorf("%w: data", ErrDigest)
+			}
+		}
 	}
 	return nil
 }
@@ -180,7 +223,7 @@ func Decode(b []byte, maxData int) (*PDU, int, error) {
 	p := &PDU{}
 	copy(p.BHS[:], b)
 	r := &sliceReader{b: b[BHSLen:]}
-	if err := p.readRest(r, maxData); err != nil {
+	if err := p.readRest(r, maxData, Digests{}); err != nil {
 		return nil, 0, err
 	}
 	return p, BHSLen + r.n, nil
@@ -229,11 +272,27 @@ func (p *PDU) setLengths() {
 	p.BHS[5], p.BHS[6], p.BHS[7] = byte(dl>>16), byte(dl>>8), byte(dl)
 }
 
-// WriteTo writes p to w without copying the data segment.
+// WriteTo writes p to w without digests and without copying the data
+// segment.
 func (p *PDU) WriteTo(w io.Writer) (int64, error) {
+	return p.WriteDigests(w, Digests{})
+}
+
+// WriteDigests writes p to w with the digests d asks for.
+func (p *PDU) WriteDigests(w io.Writer, d Digests) (int64, error) {
 	p.setLengths()
+	pad := zeroPad[:(4-len(p.Data)%4)%4]
+	var hd, dd []byte
+	if d.Header {
+		c := crc(p.BHS[:], p.AHS)
+		hd = c[:]
+	}
+	if d.Data && len(p.Data) > 0 {
+		c := crc(p.Data, pad)
+		dd = c[:]
+	}
 	var n int64
-	for _, b := range [][]byte{p.BHS[:], p.AHS, p.Data, zeroPad[:(4-len(p.Data)%4)%4]} {
+	for _, b := range [][]byte{p.BHS[:], p.AHS, hd, p.Data, pad, dd} {
 		if len(b) == 0 {
 			continue
 		}

@@ -82,6 +82,17 @@ func FuzzDecode(f *testing.F) {
 	f.Add(q.Encode())
 	f.Add(make([]byte, 47))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, d := range []Digests{{Header: true}, {Header: true, Data: true}} {
+			if p, err := ReadDigests(bytes.NewReader(b), 65536, d); err == nil {
+				var out bytes.Buffer
+				if _, err := p.WriteDigests(&out, d); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := ReadDigests(&out, 65536, d); err != nil {
+					t.Fatalf("digest round trip: %v", err)
+				}
+			}
+		}
 		p, n, err := Decode(b, 65536)
 		if err != nil {
 			return
@@ -99,4 +110,41 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal("re-encoding changed the PDU")
 		}
 	})
+}
+
+func TestCRC32CVector(t *testing.T) {
+	// RFC 7143 appendix B.4 (same as RFC 3720): 32 bytes of zeros.
+	if got := crc(make([]byte, 32)); got != [4]byte{0xaa, 0x36, 0x91, 0x8a} {
+		t.Fatalf("crc of 32 zero bytes = % x", got)
+	}
+	ff := bytes.Repeat([]byte{0xff}, 32)
+	if got := crc(ff); got != [4]byte{0x43, 0xab, 0xa8, 0x62} {
+		t.Fatalf("crc of 32 0xff bytes = % x", got)
+	}
+}
+
+func TestDigestsRoundTripAndCorruption(t *testing.T) {
+	d := Digests{Header: true, Data: true}
+	p := &PDU{Data: []byte("odd-length")}
+	p.SetOpcode(OpDataOut, false)
+	p.SetITT(9)
+	var buf bytes.Buffer
+	if _, err := p.WriteDigests(&buf, d); err != nil {
+		t.Fatal(err)
+	}
+	wire := buf.Bytes()
+	if len(wire) != BHSLen+4+12+4 {
+		t.Fatalf("wire length %d", len(wire))
+	}
+	q, err := ReadDigests(bytes.NewReader(wire), 8192, d)
+	if err != nil || string(q.Data) != "odd-length" || q.ITT() != 9 {
+		t.Fatalf("read back %v %+v", err, q)
+	}
+	for _, at := range []int{3, BHSLen + 1, BHSLen + 6, len(wire) - 1} {
+		bad := append([]byte(nil), wire...)
+		bad[at] ^= 0x40
+		if _, err := ReadDigests(bytes.NewReader(bad), 8192, d); !errors.Is(err, ErrDigest) {
+			t.Errorf("corruption at byte %d: %v", at, err)
+		}
+	}
 }

@@ -10,9 +10,13 @@ import (
 	"github.com/lockstep-io/lockstep/engine/blockdev"
 )
 
+// MaxTransferBytes is the largest data transfer of one command (the Block
+// Limits MAXIMUM TRANSFER LENGTH).
+const MaxTransferBytes = 8 << 20
+
 // Limits the disk advertises in the Block Limits VPD page.
 const (
-	maxTransferBytes  = 8 << 20
+	maxTransferBytes  = MaxTransferBytes
 	maxUnmapBlocks    = 1 << 20
 	maxUnmapDescs     = 256
 	maxWriteSameBytes = maxTransferBytes

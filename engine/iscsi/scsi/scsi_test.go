@@ -1,0 +1,150 @@
+package scsi
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+
+	"github.com/lockstep-io/lockstep/engine/blockdev"
+)
+
+func newDisk(t *testing.T) *Disk {
+	t.Helper()
+	m, err := blockdev.NewMem("disk", 1<<20, 512, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewDisk(m)
+}
+
+func exec(t *testing.T, d *Disk, cdb []byte, out []byte) Result {
+	t.Helper()
+	req, s := Parse(cdb, d.BlockSize())
+	if s != nil {
+		return Check(*s)
+	}
+	return d.Execute(context.Background(), req, out)
+}
+
+func TestReportOpcodesOneCommand(t *testing.T) {
+	d := newDisk(t)
+	rsoc := func(opts, op byte, sa uint16) Result {
+		c := make([]byte, 12)
+		c[0], c[1], c[2], c[3] = OpMaintenanceIn, SAReportSupportedOps, opts, op
+		binary.BigEndian.PutUint16(c[4:], sa)
+		binary.BigEndian.PutUint32(c[6:], 65535)
+		return exec(t, d, c, nil)
+	}
+	if r := rsoc(1, OpRead10, 0); r.Status != StatusGood || r.Data[1]&7 != 3 || r.Data[4] != OpRead10 {
+		t.Fatalf("options 1 READ10: %+v", r)
+	}
+	if r := rsoc(2, OpTestUnitReady, 0); r.Status != StatusCheckCondition || r.Sense.ASC != 0x24 {
+		t.Fatalf("options 2 on an opcode without service actions: %+v", r)
+	}
+	if r := rsoc(1, OpServiceActionIn16, 0x10); r.Status != StatusCheckCondition || r.Sense.ASC != 0x24 {
+		t.Fatalf("options 1 on an opcode with service actions: %+v", r)
+	}
+	if r := rsoc(2, OpServiceActionIn16, 0x10); r.Status != StatusGood || r.Data[1]&7 != 3 {
+		t.Fatalf("options 2 READ CAPACITY 16: %+v", r)
+	}
+	if r := rsoc(1, 0xc7, 0); r.Status != StatusGood || r.Data[1]&7 != 1 {
+		t.Fatalf("unsupported opcode: %+v", r)
+	}
+}
+
+func TestReadWriteVerifyCompare(t *testing.T) {
+	d := newDisk(t)
+	data := make([]byte, 1024)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	w := make([]byte, 10)
+	w[0], w[1] = OpWrite10, 0x08
+	binary.BigEndian.PutUint32(w[2:], 4)
+	binary.BigEndian.PutUint16(w[7:], 2)
+	if r := exec(t, d, w, data); r.Status != StatusGood {
+		t.Fatalf("write: %+v", r.Sense)
+	}
+	rd := append([]byte(nil), w...)
+	rd[0], rd[1] = OpRead10, 0
+	if r := exec(t, d, rd, nil); r.Status != StatusGood || string(r.Data) != string(data) {
+		t.Fatal("read back differs")
+	}
+	v := append([]byte(nil), w...)
+	v[0], v[1] = OpVerify10, 0x02
+	if r := exec(t, d, v, data); r.Status != StatusGood {
+		t.Fatalf("verify equal: %+v", r.Sense)
+	}
+	bad := append([]byte(nil), data...)
+	bad[700] ^= 1
+	if r := exec(t, d, v, bad); r.Status != StatusCheckCondition || r.Sense.Key != KeyMiscompare || r.Sense.Info != 700 {
+		t.Fatalf("verify miscompare: %+v", r.Sense)
+	}
+	caw := make([]byte, 16)
+	caw[0] = OpCompareAndWrite
+	binary.BigEndian.PutUint64(caw[2:], 4)
+	caw[13] = 1
+	newBlock := make([]byte, 512)
+	if r := exec(t, d, caw, append(append([]byte(nil), bad[:512]...), newBlock...)); r.Status != StatusGood {
+		t.Fatalf("compare and write: %+v", r.Sense)
+	}
+	if r := exec(t, d, caw, append(append([]byte(nil), data[:512]...), newBlock...)); r.Sense == nil || r.Sense.Key != KeyMiscompare {
+		t.Fatalf("compare and write after change: %+v", r)
+	}
+}
+
+func TestReadOnlyDisk(t *testing.T) {
+	m, err := blockdev.NewMem("ro", 1<<20, 4096, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDisk(m)
+	w := make([]byte, 10)
+	w[0] = OpWrite10
+	w[8] = 1
+	if r := exec(t, d, w, make([]byte, 4096)); r.Sense == nil || r.Sense.Key != KeyDataProtect {
+		t.Fatalf("write to read-only: %+v", r)
+	}
+	ms := []byte{OpModeSense6, 0, 0x3f, 0, 255, 0}
+	if r := exec(t, d, ms, nil); r.Status != StatusGood || r.Data[2]&0x80 == 0 {
+		t.Fatalf("mode sense WP bit: %+v", r)
+	}
+}
+
+// FuzzParse checks that no CDB makes the parser or the disk panic, and that
+// a parsed request never asks for more data than the disk could accept.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte{OpRead10, 0, 0, 0, 0, 1, 0, 0, 8, 0}, []byte(nil))
+	f.Add([]byte{OpWriteSame16, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, []byte{})
+	f.Add([]byte{OpUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, make([]byte, 24))
+	f.Add([]byte{OpMaintenanceIn, SAReportSupportedOps, 0x82, 0x9e, 0, 0x10, 0, 0, 1, 0, 0, 0}, []byte(nil))
+	f.Add([]byte{OpInquiry, 1, 0xb0, 0, 255, 0}, []byte(nil))
+	f.Add([]byte{0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, []byte(nil)) // ORWRITE16
+	m, err := blockdev.NewMem("fuzz", 1<<20, 512, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	d := NewDisk(m)
+	f.Fuzz(func(t *testing.T, cdb, data []byte) {
+		req, s := Parse(cdb, 512)
+		if s != nil {
+			if s.Key != KeyIllegalRequest {
+				t.Fatalf("parse error with sense key %x", s.Key)
+			}
+			return
+		}
+		if req.DataOut < 0 {
+			t.Fatalf("negative data-out %d", req.DataOut)
+		}
+		if req.DataOut > 64<<20 {
+			return // the transport refuses such commands before executing
+		}
+		r := d.Execute(context.Background(), req, data)
+		if r.Status == StatusCheckCondition && r.Sense == nil {
+			t.Fatal("CHECK CONDITION without sense")
+		}
+		if req.AllocLen >= 0 && req.Kind != KindRead && len(r.Data) > req.AllocLen {
+			t.Fatalf("returned %d bytes, allocation length %d", len(r.Data), req.AllocLen)
+		}
+	})
+}

@@ -1,0 +1,713 @@
+package iscsi
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lockstep-io/lockstep/engine/blockdev"
+	"github.com/lockstep-io/lockstep/engine/iscsi/pdu"
+)
+
+const (
+	testIQN       = "iqn.2026-01.io.lockstep:test"
+	initiatorName = "iqn.2026-01.io.lockstep:initiator"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testServer struct {
+	srv  *Server
+	addr string
+	logs *syncBuffer
+}
+
+func startServer(t testing.TB, cfg ServerConfig, targets ...TargetConfig) *testServer {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := NewServer(cfg)
+	for _, tc := range targets {
+		if err := srv.AddTarget(tc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &testServer{srv: srv, addr: l.Addr().String(), logs: logs}
+}
+
+func memDev(t testing.TB, size int64) *blockdev.Mem {
+	t.Helper()
+	m, err := blockdev.NewMem("mem-"+t.Name(), size, 512, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func simpleTarget(dev blockdev.Device) TargetConfig {
+	return TargetConfig{IQN: testIQN, LUNs: []LUNConfig{{ID: 0, Device: dev}}}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func cdb10(op byte, lba uint32, blocks uint16, flags byte) []byte {
+	c := make([]byte, 10)
+	c[0], c[1] = op, flags
+	binary.BigEndian.PutUint32(c[2:], lba)
+	binary.BigEndian.PutUint16(c[7:], blocks)
+	return c
+}
+
+func cdb16(op byte, lba uint64, blocks uint32, flags byte) []byte {
+	c := make([]byte, 16)
+	c[0], c[1] = op, flags
+	binary.BigEndian.PutUint64(c[2:], lba)
+	binary.BigEndian.PutUint32(c[10:], blocks)
+	return c
+}
+
+// must returns a checker that fails t unless the command succeeded.
+func must(t testing.TB) func(cmdResult, error) cmdResult {
+	return func(r cmdResult, err error) cmdResult {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("command: %v", err)
+		}
+		if r.status != 0 {
+			k, a, q := r.senseKey()
+			t.Fatalf("command: status %#x sense %x/%x/%x", r.status, k, a, q)
+		}
+		return r
+	}
+}
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i*7)
+	}
+	return b
+}
+
+func TestReadWriteFlushRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		immediate, initialR2T bool
+	}{{"immediate+unsolicited", true, false}, {"r2t-only", false, true}, {"immediate+r2t", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := memDev(t, 64<<20)
+			ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+			ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN, immediateData: tc.immediate, initialR2T: tc.initialR2T})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := ctxT(t)
+			must(t)(ini.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+			r := must(t)(ini.command(ctx, 0, []byte{0x12, 0, 0, 0, 96, 0}, nil, 96))
+			if !bytes.HasPrefix(r.data[8:], []byte("LOCKSTEP")) {
+				t.Fatalf("inquiry %q", r.data)
+			}
+			rc := make([]byte, 16)
+			rc[0], rc[1], rc[13] = 0x9e, 0x10, 32
+			r = must(t)(ini.command(ctx, 0, rc, nil, 32))
+			if last := binary.BigEndian.Uint64(r.data); last != 64<<20/512-1 {
+				t.Fatalf("last LBA %d", last)
+			}
+			// 1 MiB is bigger than FirstBurstLength and MaxBurstLength, so
+			// this exercises immediate, unsolicited and solicited data.
+			data := pattern(1<<20, 3)
+			fuaBefore := dev.FUAWrites()
+			must(t)(ini.command(ctx, 0, cdb16(0x8a, 8, 2048, 0x08), data, 0))
+			if dev.FUAWrites() != fuaBefore+1 {
+				t.Fatal("FUA write did not reach the device as FUA")
+			}
+			r = must(t)(ini.command(ctx, 0, cdb16(0x88, 8, 2048, 0), nil, 1<<20))
+			if !bytes.Equal(r.data, data) {
+				t.Fatal("read back differs")
+			}
+			small := pattern(4096, 9)
+			must(t)(ini.command(ctx, 0, cdb10(0x2a, 100, 8, 0), small, 0))
+			r = must(t)(ini.command(ctx, 0, cdb10(0x28, 100, 8, 0), nil, 4096))
+			if !bytes.Equal(r.data, small) {
+				t.Fatal("small read back differs")
+			}
+			flushes := dev.Flushes()
+			must(t)(ini.command(ctx, 0, cdb10(0x35, 0, 0, 0), nil, 0))
+			if dev.Flushes() != flushes+1 {
+				t.Fatal("SYNCHRONIZE CACHE did not flush the device")
+			}
+			// UNMAP 8 blocks at 100: they read back as zeros.
+			param := make([]byte, 24)
+			binary.BigEndian.PutUint16(param[0:], 22)
+			binary.BigEndian.PutUint16(param[2:], 16)
+			binary.BigEndian.PutUint64(param[8:], 100)
+			binary.BigEndian.PutUint32(param[16:], 8)
+			un := cdb10(0x42, 0, 24, 0)
+			must(t)(ini.command(ctx, 0, un, param, 0))
+			r = must(t)(ini.command(ctx, 0, cdb10(0x28, 100, 8, 0), nil, 4096))
+			if !bytes.Equal(r.data, make([]byte, 4096)) {
+				t.Fatal("unmapped blocks are not zero")
+			}
+			if err := ini.logout(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestResidualsAndErrors(t *testing.T) {
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN, immediateData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	// Read one block with an expected length of two: underflow of 512.
+	r := must(t)(ini.command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 1024))
+	if r.flags&0x02 == 0 || r.residual != 512 {
+		t.Fatalf("underflow flags %#x residual %d", r.flags, r.residual)
+	}
+	check := func(cdb []byte, key, asc byte, what string) {
+		t.Helper()
+		r, err := ini.command(ctx, 0, cdb, nil, 512)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		k, a, _ := r.senseKey()
+		if r.status != 2 || k != key || a != asc {
+			t.Fatalf("%s: status %#x sense %x/%x, want CHECK CONDITION %x/%x", what, r.status, k, a, key, asc)
+		}
+	}
+	check([]byte{0xc0, 0, 0, 0, 0, 0}, 5, 0x20, "vendor opcode")
+	check(cdb16(0x8b, 0, 1, 0), 5, 0x20, "ORWRITE16 (panicked gotgt)")
+	check(cdb10(0x28, 1<<20/512, 1, 0), 5, 0x21, "read beyond the end")
+	check(cdb10(0x28, 0, 1, 0xe0), 5, 0x24, "RDPROTECT without protection")
+	// Unknown LUN.
+	r, err = ini.command(ctx, 7, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	if k, a, _ := r.senseKey(); err != nil || r.status != 2 || k != 5 || a != 0x25 {
+		t.Fatalf("unknown LUN: %v status %#x sense %x/%x", err, r.status, k, a)
+	}
+	// The session is still fine.
+	must(t)(ini.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+	if got, err := ini.nop(ctx, []byte("ping")); err != nil || string(got) != "ping" {
+		t.Fatalf("NOP echo %q %v", got, err)
+	}
+}
+
+func TestCHAPAndACL(t *testing.T) {
+	const secret, mutualSecret = "initiator-secret-1", "target-secret-22"
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{},
+		TargetConfig{IQN: testIQN, LUNs: []LUNConfig{{Device: dev}}, CHAP: &CHAPConfig{Username: "alice", Secret: secret}},
+		TargetConfig{IQN: testIQN + "-mutual", LUNs: []LUNConfig{{Device: dev}}, CHAP: &CHAPConfig{Username: "alice", Secret: secret, MutualUsername: "target", MutualSecret: mutualSecret}},
+		TargetConfig{IQN: testIQN + "-acl", LUNs: []LUNConfig{{Device: dev}}, AllowedInitiators: []string{initiatorName}},
+	)
+	status := func(err error) uint16 {
+		var le *loginError
+		if errors.As(err, &le) {
+			return le.status
+		}
+		return 0
+	}
+	for _, tc := range []struct {
+		name string
+		o    loginOpts
+		want uint16
+	}{
+		{"one-way", loginOpts{target: testIQN, chapUser: "alice", chapSecret: secret}, 0},
+		{"mutual", loginOpts{target: testIQN + "-mutual", chapUser: "alice", chapSecret: secret, mutualUser: "target", mutualSc: mutualSecret}, 0},
+		{"one-way on mutual target", loginOpts{target: testIQN + "-mutual", chapUser: "alice", chapSecret: secret}, 0},
+		{"wrong secret", loginOpts{target: testIQN, chapUser: "alice", chapSecret: "not-the-secret"}, 0x0201},
+		{"wrong user", loginOpts{target: testIQN, chapUser: "bob", chapSecret: secret}, 0x0201},
+		{"no CHAP", loginOpts{target: testIQN}, 0x0201},
+		{"mutual asked, none configured", loginOpts{target: testIQN, chapUser: "alice", chapSecret: secret, mutualUser: "target", mutualSc: mutualSecret}, 0x0201},
+		{"acl allowed", loginOpts{target: testIQN + "-acl"}, 0},
+		{"acl refused", loginOpts{target: testIQN + "-acl", initiator: "iqn.2026-01.io.example:intruder"}, 0x0202},
+		{"unknown target", loginOpts{target: testIQN + "-nope"}, 0x0203},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.o.initiator == "" {
+				tc.o.initiator = initiatorName
+			}
+			ini, err := dialInitiator(t, ts.addr, tc.o)
+			if got := status(err); got != tc.want || (tc.want == 0 && err != nil) {
+				t.Fatalf("login: %v (status %#04x), want status %#04x", err, got, tc.want)
+			}
+			if tc.want == 0 {
+				must(t)(ini.command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+			}
+		})
+	}
+	logs := ts.logs.String()
+	if strings.Contains(logs, secret) || strings.Contains(logs, mutualSecret) {
+		t.Fatal("a CHAP secret appears in the log")
+	}
+	// Discovery hides the ACL target from an initiator not on its list.
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: "iqn.2026-01.io.example:intruder", discovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ini.textRequest(ctxT(t), kv("SendTargets", "All"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range got["TargetName"] {
+		if n == testIQN+"-acl" {
+			t.Fatal("ACL target listed to an initiator not on its list")
+		}
+	}
+	if len(got["TargetName"]) != 2 {
+		t.Fatalf("targets %v", got["TargetName"])
+	}
+	if err := NewServer(ServerConfig{}).AddTarget(TargetConfig{IQN: testIQN, LUNs: []LUNConfig{{Device: dev}}, CHAP: &CHAPConfig{Username: "a", Secret: "short"}}); err == nil {
+		t.Fatal("short CHAP secret accepted")
+	}
+}
+
+func TestDiscovery(t *testing.T) {
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	if err := ts.srv.AddTarget(TargetConfig{IQN: testIQN + "-2", LUNs: []LUNConfig{{Device: dev}}}); err != nil {
+		t.Fatal(err)
+	}
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, discovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ini.textRequest(ctxT(t), kv("SendTargets", "All"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got["TargetName"], " ") != testIQN+" "+testIQN+"-2" {
+		t.Fatalf("TargetName %v", got["TargetName"])
+	}
+	for _, a := range got["TargetAddress"] {
+		if a != ts.addr+",1" {
+			t.Fatalf("TargetAddress %q, want %q", a, ts.addr+",1")
+		}
+	}
+	// SCSI commands are refused on a discovery session.
+	r, err := ini.command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	if err != nil || !r.rejected {
+		t.Fatalf("SCSI command on a discovery session: %v, rejected=%v", err, r.rejected)
+	}
+	if err := ini.logout(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A list longer than the initiator's MaxRecvDataSegmentLength arrives
+	// in continued Text Responses.
+	for i := range 40 {
+		if err := ts.srv.AddTarget(TargetConfig{IQN: fmt.Sprintf("%s-extra-%02d", testIQN, i), LUNs: []LUNConfig{{Device: dev}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	small, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, discovery: true, maxRecv: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = small.textRequest(ctxT(t), kv("SendTargets", "All"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got["TargetName"]) != 42 || got["TargetName"][41] != testIQN+"-extra-39" {
+		t.Fatalf("continued SendTargets: %d names, last %q", len(got["TargetName"]), got["TargetName"][len(got["TargetName"])-1])
+	}
+}
+
+// gateDev blocks reads until released and counts how many run at once.
+type gateDev struct {
+	*blockdev.Mem
+	gate     chan struct{}
+	inFlight atomic.Int32
+	peak     atomic.Int32
+	panicAt  int64
+}
+
+func (g *gateDev) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if g.panicAt >= 0 && off == g.panicAt {
+		panic("injected device panic")
+	}
+	n := g.inFlight.Add(1)
+	defer g.inFlight.Add(-1)
+	for {
+		old := g.peak.Load()
+		if n <= old || g.peak.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	if g.gate != nil {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.Mem.ReadAt(ctx, p, off)
+}
+
+func TestCommandsRunConcurrently(t *testing.T) {
+	const n = 16
+	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
+	ts := startServer(t, ServerConfig{QueueDepth: 32}, simpleTarget(g))
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := ini.command(ctx, 0, cdb10(0x28, uint32(i), 1, 0), nil, 512)
+			if err == nil && r.status != 0 {
+				err = errors.New("read failed")
+			}
+			errs <- err
+		}()
+	}
+	// All n reads must be inside the device at once before any returns:
+	// a target that serialised commands would never get there.
+	deadline := time.Now().Add(10 * time.Second)
+	for g.inFlight.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d reads reached the device concurrently", g.inFlight.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(g.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestAbortTaskAndLUNReset(t *testing.T) {
+	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
+	ts := startServer(t, ServerConfig{}, simpleTarget(g))
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	pc, itt, err := ini.issue(false, func(p *pdu.PDU, _ uint32) {
+		p.SetOpcode(pdu.OpSCSICmd, false)
+		p.BHS[1] = 0x80 | 0x40 | 0x01
+		p.PutU32(20, 512)
+		copy(p.BHS[32:], cdb10(0x28, 0, 1, 0))
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g.inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	resp, err := ini.taskMgmt(ctx, 1, 0, itt)
+	if err != nil || resp != 0 {
+		t.Fatalf("ABORT TASK: response %d, %v", resp, err)
+	}
+	select {
+	case <-pc.done:
+		t.Fatal("aborted task still got a response")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if resp, err := ini.taskMgmt(ctx, 1, 0, 0x7777); err != nil || resp != 1 {
+		t.Fatalf("ABORT TASK of an unknown task: response %d, %v", resp, err)
+	}
+	if resp, err := ini.taskMgmt(ctx, 5, 0, 0); err != nil || resp != 0 {
+		t.Fatalf("LUN RESET: response %d, %v", resp, err)
+	}
+	if resp, err := ini.taskMgmt(ctx, 5, 9, 0); err != nil || resp != 2 {
+		t.Fatalf("LUN RESET of a missing LUN: response %d, %v", resp, err)
+	}
+	close(g.gate)
+	must(t)(ini.command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+}
+
+func TestHandlerPanicIsRecovered(t *testing.T) {
+	g := &gateDev{Mem: memDev(t, 1<<20), panicAt: 512 * 3}
+	ts := startServer(t, ServerConfig{}, simpleTarget(g))
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	r, err := ini.command(ctx, 0, cdb10(0x28, 3, 1, 0), nil, 512)
+	if k, a, _ := r.senseKey(); err != nil || r.status != 2 || k != 4 || a != 0x44 {
+		t.Fatalf("panicking read: %v status %#x sense %x/%x", err, r.status, k, a)
+	}
+	must(t)(ini.command(ctx, 0, cdb10(0x28, 4, 1, 0), nil, 512))
+	if !strings.Contains(ts.logs.String(), "panic recovered") {
+		t.Fatal("panic not logged")
+	}
+}
+
+// rawConn logs in with the test initiator but then writes raw bytes.
+func TestMalformedInputClosesOnlyThatConnection(t *testing.T) {
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{MaxRecvDataSegmentLength: 8192}, simpleTarget(dev))
+	ctx := ctxT(t)
+	good, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := func(name string, raw func(i *testInitiator) []byte, wantClosed bool) {
+		t.Run(name, func(t *testing.T) {
+			i, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName + ":" + name, target: testIQN})
+			if err != nil {
+				t.Fatal(err)
+			}
+			i.wmu.Lock()
+			i.nc.Write(raw(i))
+			i.wmu.Unlock()
+			if got := i.dead(2 * time.Second); got != wantClosed {
+				t.Fatalf("connection closed = %v, want %v", got, wantClosed)
+			}
+			if !wantClosed {
+				must(t)(i.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+			}
+			must(t)(good.command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+		})
+	}
+	bad("unknown opcode", func(*testInitiator) []byte {
+		p := &pdu.PDU{}
+		p.SetOpcode(0x1f, false)
+		return p.Encode()
+	}, true)
+	bad("oversized data segment", func(*testInitiator) []byte {
+		p := &pdu.PDU{}
+		p.SetOpcode(pdu.OpNOPOut, true)
+		p.BHS[5] = 0x10 // 1 MiB announced
+		return p.BHS[:]
+	}, true)
+	bad("login in full feature phase", func(*testInitiator) []byte {
+		p := &pdu.PDU{}
+		p.SetOpcode(pdu.OpLoginReq, true)
+		return p.Encode()
+	}, true)
+	bad("garbage", func(*testInitiator) []byte {
+		return bytes.Repeat([]byte{0xff}, 200)
+	}, true)
+	bad("CmdSN out of window is ignored", func(i *testInitiator) []byte {
+		p := &pdu.PDU{}
+		p.SetOpcode(pdu.OpSCSICmd, false)
+		p.BHS[1] = 0x80
+		p.SetITT(0x5555)
+		p.PutU32(pdu.OffCmdSN, i.cmdSN+100000)
+		return p.Encode()
+	}, false)
+	bad("Data-Out outside any sequence", func(i *testInitiator) []byte {
+		// A write whose R2T the initiator answers with data at a wrong
+		// offset: register an ITT so the target has a task, then lie.
+		p := &pdu.PDU{}
+		p.SetOpcode(pdu.OpSCSICmd, false)
+		p.BHS[1] = 0x80 | 0x20
+		p.SetITT(0x6666)
+		p.PutU32(20, 4096)
+		p.PutU32(pdu.OffCmdSN, i.cmdSN)
+		copy(p.BHS[32:], cdb10(0x2a, 0, 8, 0))
+		d := &pdu.PDU{Data: make([]byte, 512)}
+		d.SetOpcode(pdu.OpDataOut, false)
+		d.BHS[1] = 0x80
+		d.SetITT(0x6666)
+		d.PutU32(pdu.OffTTT, 0x12345)
+		d.PutU32(40, 1<<20)
+		return append(p.Encode(), d.Encode()...)
+	}, true)
+	must(t)(good.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+}
+
+func TestAbruptDisconnectMidDataOut(t *testing.T) {
+	dev := memDev(t, 4<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	ctx := ctxT(t)
+	good, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		i, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName + ":victim", target: testIQN, initialR2T: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Start a 1 MiB write, send half of the first burst, then vanish.
+		_, itt, err := i.issue(false, func(p *pdu.PDU, _ uint32) {
+			p.SetOpcode(pdu.OpSCSICmd, false)
+			p.BHS[1] = 0x80 | 0x20
+			p.PutU32(20, 1<<20)
+			copy(p.BHS[32:], cdb10(0x2a, 0, 2048, 0))
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = itt
+		time.Sleep(20 * time.Millisecond) // let the R2T go out
+		i.nc.Close()
+	}
+	must(t)(good.command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
+	// Every victim's connection and task is cleaned up.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ts.srv.mu.Lock()
+		n := len(ts.srv.conns)
+		ts.srv.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still registered, want 1", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRemoveTargetClosesSessions(t *testing.T) {
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.RemoveTarget(testIQN); err != nil {
+		t.Fatal(err)
+	}
+	if !ini.dead(2 * time.Second) {
+		t.Fatal("session survived target removal")
+	}
+	var le *loginError
+	if _, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN}); !errors.As(err, &le) || le.status != 0x0203 {
+		t.Fatalf("login to removed target: %v", err)
+	}
+	if err := ts.srv.RemoveTarget(testIQN); !errors.Is(err, ErrTargetNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+}
+
+func TestSessionReinstatement(t *testing.T) {
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	first, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same initiator name and ISID: the new login replaces the old session.
+	second, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.dead(2 * time.Second) {
+		t.Fatal("old session survived reinstatement")
+	}
+	must(t)(second.command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+}
+
+func TestImmediateCommandFloodClosesConnection(t *testing.T) {
+	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
+	defer close(g.gate)
+	ts := startServer(t, ServerConfig{QueueDepth: 4}, simpleTarget(g))
+	i, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Immediate commands bypass the CmdSN window; blocked reads pile up
+	// until the target refuses to hold more.
+	for range 20 {
+		if _, _, err := i.issue(true, func(p *pdu.PDU, _ uint32) {
+			p.SetOpcode(pdu.OpSCSICmd, true)
+			p.BHS[1] = 0x80 | 0x40
+			p.PutU32(20, 512)
+			copy(p.BHS[32:], cdb10(0x28, 0, 1, 0))
+		}, nil); err != nil {
+			break
+		}
+	}
+	if !i.dead(5 * time.Second) {
+		t.Fatal("connection survived a flood of immediate commands")
+	}
+}
+
+func TestCRC32CDigests(t *testing.T) {
+	dev := memDev(t, 4<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	ctx := ctxT(t)
+	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN, digest: "CRC32C,None", immediateData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ini.dig.Header || !ini.dig.Data {
+		t.Fatalf("digests not negotiated: %+v", ini.dig)
+	}
+	data := pattern(300<<10, 5)
+	must(t)(ini.command(ctx, 0, cdb10(0x2a, 0, 600, 0), data, 0))
+	r := must(t)(ini.command(ctx, 0, cdb10(0x28, 0, 600, 0), nil, 300<<10))
+	if !bytes.Equal(r.data, data) {
+		t.Fatal("read back differs")
+	}
+	// A PDU whose data digest is wrong closes the connection.
+	p := &pdu.PDU{Data: []byte("ping")}
+	p.SetOpcode(pdu.OpNOPOut, true)
+	p.BHS[1] = 0x80
+	p.SetITT(0x4242)
+	var buf bytes.Buffer
+	p.WriteDigests(&buf, ini.dig)
+	wire := buf.Bytes()
+	wire[len(wire)-1] ^= 1
+	ini.wmu.Lock()
+	ini.nc.Write(wire)
+	ini.wmu.Unlock()
+	if !ini.dead(2 * time.Second) {
+		t.Fatal("connection survived a data digest error")
+	}
+	// Initiators that prefer None get None.
+	plain, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName + ":plain", target: testIQN, digest: "None,CRC32C"})
+	if err != nil || plain.dig.Header || plain.dig.Data {
+		t.Fatalf("None,CRC32C: %v %+v", err, plain.dig)
+	}
+	must(t)(plain.command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
+}
