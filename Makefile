@@ -36,5 +36,10 @@ fuzz:
 bench:
 	./scripts/bench.sh
 
+# The first-run demo: a real PostgreSQL on a Lockstep volume, a marker,
+# damage, a restore, a report. Installs what it needs.
+demo: deps build
+	./$(BIN) demo
+
 clean:
 	rm -rf bin

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -18,6 +19,9 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	rootCmd.SetOut(&out)
 	rootCmd.SetErr(&errb)
 	rootCmd.SetArgs(args)
+	// A test that ran a command under a context it then cancelled leaves
+	// that context on rootCmd; every run starts afresh.
+	rootCmd.SetContext(context.Background())
 	validateJSON, policyShowJSON = false, false
 	err := rootCmd.Execute()
 	code := 0

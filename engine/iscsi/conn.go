@@ -151,6 +151,8 @@ func (c *conn) login() error {
 			MaxRecvDataSegmentLength: c.srv.cfg.MaxRecvDataSegmentLength,
 			MaxBurstLength:           c.srv.cfg.MaxBurstLength,
 			FirstBurstLength:         c.srv.cfg.FirstBurstLength,
+			RequireHeaderDigest:      c.srv.cfg.RequireHeaderDigest,
+			RequireDataDigest:        c.srv.cfg.RequireDataDigest,
 		},
 		Lookup: func(name string) (*login.Target, bool) {
 			t, ok := c.srv.lookup(name)

@@ -58,7 +58,7 @@ type loginOpts struct {
 	immediateData        bool
 	initialR2T           bool
 	firstBurst, maxBurst int
-	maxRecv              int // MaxRecvDataSegmentLength we declare (default 256 KiB)
+	maxRecv              int    // MaxRecvDataSegmentLength we declare (default 256 KiB)
 	digest               string // HeaderDigest and DataDigest offer (default None)
 }
 

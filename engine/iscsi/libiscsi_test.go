@@ -20,10 +20,16 @@ import (
 // libiscsi-bin, listed in scripts/deps/iscsi.txt).
 
 func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (string, error) {
+	return runToolEnv(t, timeout, nil, name, args...)
+}
+
+func runToolEnv(t *testing.T, timeout time.Duration, env []string, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
@@ -34,6 +40,9 @@ func TestLibiscsiTools(t *testing.T) {
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev), TargetConfig{
 		IQN: testIQN + "-chap", LUNs: []LUNConfig{{Device: dev}},
 		CHAP: &CHAPConfig{Username: "alice", Secret: "initiator-secret-1"},
+	}, TargetConfig{
+		IQN: testIQN + "-mutual", LUNs: []LUNConfig{{Device: dev}},
+		CHAP: &CHAPConfig{Username: "alice", Secret: "initiator-secret-1", MutualUsername: "tgt", MutualSecret: "target-secret-22"},
 	})
 	out, err := runTool(t, 30*time.Second, ls, "iscsi://"+ts.addr)
 	if err != nil {
@@ -59,6 +68,39 @@ func TestLibiscsiTools(t *testing.T) {
 	out, err = runTool(t, 30*time.Second, inq, "iscsi://alice%wrong-secret-123@"+ts.addr+"/"+testIQN+"-chap/0")
 	if err == nil {
 		t.Fatalf("iscsi-inq with a wrong CHAP secret succeeded:\n%s", out)
+	}
+	// Mutual CHAP: libiscsi checks the target's answer.
+	mutualURL := "iscsi://" + ts.addr + "/" + testIQN + "-mutual/0"
+	env := []string{"LIBISCSI_CHAP_USERNAME=alice", "LIBISCSI_CHAP_PASSWORD=initiator-secret-1", "LIBISCSI_CHAP_TARGET_USERNAME=tgt"}
+	out, err = runToolEnv(t, 30*time.Second, append(env, "LIBISCSI_CHAP_TARGET_PASSWORD=target-secret-22"), inq, mutualURL)
+	if err != nil || !strings.Contains(out, "Vendor:LOCKSTEP") {
+		t.Fatalf("iscsi-inq with mutual CHAP: %v\n%s", err, out)
+	}
+	out, err = runToolEnv(t, 30*time.Second, append(env, "LIBISCSI_CHAP_TARGET_PASSWORD=not-the-target-pw"), inq, mutualURL)
+	if err == nil {
+		t.Fatalf("libiscsi accepted a target that does not know the mutual secret:\n%s", out)
+	}
+}
+
+// TestLibiscsiHeaderDigest checks our CRC32C against libiscsi's: a target
+// that requires header digests serves libiscsi, which offers None,CRC32C.
+func TestLibiscsiHeaderDigest(t *testing.T) {
+	rc := testenv.LookPath(t, "iscsi-readcapacity16")
+	cu := testenv.LookPath(t, "iscsi-test-cu")
+	dev := memDev(t, 64<<20)
+	ts := startServer(t, ServerConfig{RequireHeaderDigest: true}, simpleTarget(dev))
+	url := "iscsi://" + ts.addr + "/" + testIQN + "/0"
+	out, err := runTool(t, 30*time.Second, rc, url)
+	if err != nil || !strings.Contains(out, "Total size:67108864") {
+		t.Fatalf("iscsi-readcapacity16 with header digests: %v\n%s", err, out)
+	}
+	if !strings.Contains(ts.logs.String(), "header_digest=true") {
+		t.Fatal("header digest was not negotiated")
+	}
+	// Data moves correctly with digests on every PDU.
+	out, err = runTool(t, 2*time.Minute, cu, "--dataloss", "--test=ALL.Write10", url)
+	if err != nil || !strings.Contains(out, "Tests completed with return value: 0") || strings.Contains(out, "FAILED") {
+		t.Fatalf("iscsi-test-cu Write10 with header digests: %v\n%s", err, out)
 	}
 }
 

@@ -71,6 +71,9 @@ type ServerConfig struct {
 	// MaxRecvDataSegmentLength, MaxBurstLength and FirstBurstLength are
 	// the target's limits offered in negotiation.
 	MaxRecvDataSegmentLength, MaxBurstLength, FirstBurstLength uint32
+	// RequireHeaderDigest and RequireDataDigest make CRC32C mandatory;
+	// otherwise the initiator's preference decides.
+	RequireHeaderDigest, RequireDataDigest bool
 	// LoginTimeout bounds the whole login phase (default 15s).
 	LoginTimeout time.Duration
 	// WriteTimeout bounds one send to an initiator (default 30s).

@@ -30,9 +30,10 @@
 // fsynced, renamed and its directory fsynced. Hence only the newest segment
 // can ever hold a torn tail.
 //
-// The synced-through field is rewritten in place after every fsync with the
-// offset that fsync covered, without an fsync of its own: the next fsync makes
-// it durable. After a power loss it is therefore never larger than what was
+// The synced-through field is rewritten in place after an fsync with the
+// offset that fsync covered (at most once per MiB of progress or per second,
+// so that a lone writer's fsyncs don't each rewrite the header page too),
+// without an fsync of its own: the next fsync makes it durable. After a power loss it is therefore never larger than what was
 // really durable, which is what lets Open tell a torn tail (damage at or past
 // synced-through: the write never completed, truncate it) from corruption of
 // acknowledged data (damage below it: refuse and report).

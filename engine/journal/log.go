@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lockstep-io/lockstep/engine/clock"
 	"github.com/lockstep-io/lockstep/engine/vfs"
@@ -96,6 +97,12 @@ type Log struct {
 
 	writtenSeq uint64        // last seq handed to a file (syncMu)
 	durableSeq atomic.Uint64 // last seq known durable
+	// The synced-through slot is rewritten only every slotEvery bytes or
+	// slotAge, so a single writer's fsyncs don't each write the header
+	// page too (syncMu).
+	slotSeg  uint64
+	slotOff  int64
+	slotTime time.Time
 }
 
 // OpenReport tells what Open found and did.
@@ -487,8 +494,17 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 		return l.fail(fmt.Errorf("sync segment %s: %w", segName(seg.num), err))
 	}
 	l.durableSeq.Store(l.writtenSeq)
-	return l.writeSyncedSlot(seg, seg.written)
+	if seg.num != l.slotSeg || seg.written-l.slotOff >= slotEvery || time.Since(l.slotTime) >= slotAge {
+		l.slotSeg, l.slotOff, l.slotTime = seg.num, seg.written, time.Now()
+		return l.writeSyncedSlot(seg, seg.written)
+	}
+	return nil
 }
+
+const (
+	slotEvery = 1 << 20
+	slotAge   = time.Second
+)
 
 // rotate seals segment num (written and fsynced whole) and starts the next.
 func (l *Log) rotate(num uint64) error {

@@ -33,6 +33,8 @@ type Limits struct {
 	MaxRecvDataSegmentLength uint32 // what the target declares (default 256 KiB)
 	MaxBurstLength           uint32 // default 1 MiB
 	FirstBurstLength         uint32 // default 256 KiB
+	// RequireHeaderDigest and RequireDataDigest refuse None for the digest.
+	RequireHeaderDigest, RequireDataDigest bool
 }
 
 func (l Limits) withDefaults() Limits {
@@ -96,8 +98,12 @@ func (p *Params) negotiateKey(lim Limits, k, v string) (resp string, ok bool) {
 	switch k {
 	case "HeaderDigest", "DataDigest":
 		// The first value of the initiator's list that we support wins.
+		required := lim.RequireHeaderDigest
+		if k == "DataDigest" {
+			required = lim.RequireDataDigest
+		}
 		for _, c := range strings.Split(v, ",") {
-			if c == "None" || c == "CRC32C" {
+			if (c == "None" && !required) || c == "CRC32C" {
 				if k == "HeaderDigest" {
 					p.HeaderDigest = c == "CRC32C"
 				} else {
