@@ -226,7 +226,7 @@ func runModel(t *testing.T, limit int64, seed uint64, ops int) {
 // TestDropReclaims checks that DropThrough frees runs and spill files, not
 // only hides their entries.
 func TestDropReclaims(t *testing.T) {
-	for _, limit := range []int64{16 << 10, 64 << 20} {
+	for _, limit := range []int64{256 << 10, 64 << 20} {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {
 			dir := t.TempDir()
 			x, err := New(Options{MemoryLimit: limit, Dir: dir})
@@ -245,6 +245,9 @@ func TestDropReclaims(t *testing.T) {
 			}
 			x.quiesce()
 			before := x.Stats()
+			if limit < 1<<20 && before.SpillFiles == 0 {
+				t.Fatalf("limit %d: nothing spilled before the drop (%+v)", limit, before)
+			}
 			if err := x.DropThrough(n * 9 / 10); err != nil {
 				t.Fatal(err)
 			}

@@ -221,7 +221,8 @@ func (s *Server) lookup(name string) (*target, bool) {
 	return t, ok
 }
 
-// Serve accepts connections on l until ctx ends or Close is called.
+// Serve accepts connections on l until ctx ends or Close is called. Sessions
+// already running keep running until Close (or RemoveTarget) ends them.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.mu.Lock()
 	if s.closed {

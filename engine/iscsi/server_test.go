@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -710,4 +711,17 @@ func TestCRC32CDigests(t *testing.T) {
 		t.Fatalf("None,CRC32C: %v %+v", err, plain.dig)
 	}
 	must(t)(plain.command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
+}
+
+func TestSilentConnectionTimesOut(t *testing.T) {
+	ts := startServer(t, ServerConfig{LoginTimeout: 200 * time.Millisecond}, simpleTarget(memDev(t, 1<<20)))
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("target kept a silent connection open: %v", err)
+	}
 }

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
+	"path"
 	"testing"
+
+	"github.com/lockstep-io/lockstep/engine/vfs"
 )
 
 func FuzzDecodeRecord(f *testing.F) {
@@ -41,16 +42,18 @@ func FuzzSegment(f *testing.F) {
 	f.Add(valid[:len(valid)-3], int64(segHeaderSize+20))
 	f.Add([]byte{1, 2, 3}, int64(1000))
 	f.Fuzz(func(t *testing.T, body []byte, synced int64) {
-		dir := t.TempDir()
+		fsys := vfs.NewCrashFS()
+		dir := "/wal"
 		hdr := encodeSegHeader(segHeader{num: 1, firstSeq: 1, syncedThrough: synced})
-		if err := os.WriteFile(filepath.Join(dir, segName(1)), append(hdr, body...), 0o600); err != nil {
+		fsys.MkdirAll(dir, 0o700)
+		if err := vfs.WriteFileAtomic(fsys, path.Join(dir, segName(1)), append(hdr, body...), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := Verify(context.Background(), nil, dir)
+		rep, err := Verify(context.Background(), fsys, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, _, err := Open(context.Background(), dir, Options{}, nil)
+		l, _, err := Open(context.Background(), dir, Options{FS: fsys}, nil)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("unclassified open error: %v", err)

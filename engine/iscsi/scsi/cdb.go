@@ -194,7 +194,8 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		if cdb[1]>>5 != 0 {
 			return nil, bad
 		}
-		r.Kind, r.ByteCheck = KindWrite, (cdb[1]>>1)&1
+		// Verifying "the medium" means the data is on it: write through.
+		r.Kind, r.ByteCheck, r.FUA = KindWrite, (cdb[1]>>1)&1, true
 		r.DataOut = int(r.Blocks) * bs
 	case OpVerify10, OpVerify12, OpVerify16:
 		if cdb[1]>>5 != 0 {
