@@ -388,7 +388,7 @@ func (x *Index) Lookup(block uint64, at int64) (Entry, bool, error) {
 		if r.maxTS <= x.dropped {
 			break
 		}
-		if r.minTS > at {
+		if r.minTS >= at {
 			continue
 		}
 		var err error

@@ -198,7 +198,7 @@ func (s *spillFile) lookup(b uint64, at int64) (Entry, bool, error) {
 			hi = mid
 		}
 	}
-	p := lo // the last page whose first key is <= k holds k's predecessor
+	p := lo - 1 // the last page whose first key is <= k holds k's predecessor
 	if p < 0 {
 		return Entry{}, false, nil
 	}
