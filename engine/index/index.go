@@ -42,8 +42,10 @@
 //
 // Concurrency: any number of Lookup, Newest, Changed and Stats calls may run
 // concurrently with each other and with one mutator (Add, DropThrough,
-// Close); mutators are serialised. Flushes, merges and spills run inside Add
-// without blocking readers.
+// Close); mutators are serialised. Flushes, in-memory merges and spills run
+// inside Add (work bounded by MemoryLimit) without blocking readers. Merges
+// of spill files, whose cost grows with the journal window, run in a
+// background goroutine, so Close must be called.
 package index
 
 import (
@@ -98,8 +100,8 @@ var (
 // Stats describe an index's size.
 type Stats struct {
 	Entries        int64 // retained entries (in memory and spilled)
-	MemoryBytes    int64 // bytes held for entries, memtables, fences and summaries
-	FenceBytes     int64 // the part of MemoryBytes that grows with spilled entries
+	MemoryBytes    int64 // bytes held: memtables, in-memory runs, filters, fences, summaries
+	FenceBytes     int64 // fences and summaries of spill files: the part past MemoryLimit
 	SpilledEntries int64
 	SpillFiles     int
 	Runs           int // in-memory runs
@@ -111,10 +113,10 @@ type Index struct {
 	fsys      vfs.FS
 	dir       string
 	limit     int64
-	memtCap   int
 	runBudget int64 // bytes the in-memory runs may use
 
-	wmu    sync.Mutex // serialises mutators; guards the writer-only fields
+	// Lock order: wmu, then mu.
+	wmu    sync.Mutex // serialises mutators and merge publication; guards the fields below
 	spare  *memtable
 	lastTS int64
 	bgErr  error // the last failed background merge, until one succeeds or Add reports it
@@ -168,7 +170,6 @@ func New(opts Options) (*Index, error) {
 		fsys:    opts.FS,
 		dir:     opts.Dir,
 		limit:   opts.MemoryLimit,
-		memtCap: c,
 		mem:     newMemtable(c),
 		spare:   newMemtable(c),
 		lastTS:  math.MinInt64,
@@ -181,9 +182,11 @@ func New(opts Options) (*Index, error) {
 }
 
 // Add appends entries. TS must not decrease, within a call and across
-// calls. Entries are indexed even when an error is returned: the only
-// errors after validation are spill I/O failures, which leave runs in
-// memory (over the limit) until a later spill succeeds.
+// calls (ErrOutOfOrder, and nothing is added). Otherwise entries are
+// indexed even when an error is returned: the only other errors are spill
+// I/O failures, of this call or of a background merge since the last
+// call. A failed spill leaves its run in memory (over the limit) until a
+// later spill succeeds; a failed merge leaves its inputs unmerged.
 func (x *Index) Add(entries ...Entry) error {
 	x.wmu.Lock()
 	defer x.wmu.Unlock()
@@ -388,7 +391,7 @@ func (x *Index) Lookup(block uint64, at int64) (Entry, bool, error) {
 		if r.maxTS <= x.dropped {
 			break
 		}
-		if r.minTS >= at {
+		if r.minTS > at {
 			continue
 		}
 		var err error

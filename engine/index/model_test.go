@@ -205,6 +205,7 @@ func runModel(t *testing.T, limit int64, seed uint64, ops int) {
 			if st.SpilledEntries > st.Entries {
 				t.Fatalf("Stats() = %+v: more spilled than retained", st)
 			}
+			checkFilterBudget(t, x)
 		}
 	}
 	// Every block, at several times, at the end.
@@ -472,5 +473,22 @@ func TestChangedCallbackReads(t *testing.T) {
 	}
 	if n != 2000 {
 		t.Fatalf("Changed reported %d entries, want 2000", n)
+	}
+}
+
+// checkFilterBudget checks that the filters of spill files stay within a
+// quarter of the limit (under wmu: a merge publishes, then trims).
+func checkFilterBudget(t *testing.T, x *Index) {
+	t.Helper()
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	var filters int64
+	for _, r := range x.runs {
+		if r.file != nil {
+			filters += r.filter.Load().bytes()
+		}
+	}
+	if filters > x.limit/4 {
+		t.Fatalf("filters of spill files hold %d bytes, over a quarter of the %d-byte limit", filters, x.limit)
 	}
 }

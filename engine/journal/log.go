@@ -434,6 +434,19 @@ func (l *Log) LastSeq() uint64 {
 	return l.nextSeq - 1
 }
 
+// Tick returns a timestamp later than every record's so far; every later
+// record's will be later still. It marks moments such as a volume's creation.
+func (l *Log) Tick() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts := l.opts.Clock.Now().UnixNano()
+	if ts <= l.lastTS {
+		ts = l.lastTS + 1
+	}
+	l.lastTS = ts
+	return ts
+}
+
 // LastTS is the newest timestamp assigned.
 func (l *Log) LastTS() int64 {
 	l.mu.Lock()

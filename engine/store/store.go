@@ -66,7 +66,7 @@ type VolumeSpec struct {
 	WriteThrough bool  // every write durable on return
 }
 
-var volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+var volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
 
 // Open opens or creates the data directory dir, finishing any fold that a
 // crash interrupted and rebuilding the point-in-time index from the journal.
@@ -248,7 +248,7 @@ func (s *Store) removeStrayFiles() error {
 // CreateVolume creates an empty (all zeros) volume.
 func (s *Store) CreateVolume(ctx context.Context, spec VolumeSpec) (*Volume, error) {
 	if !volumeName.MatchString(spec.Name) {
-		return nil, fmt.Errorf("store: volume name %q: want 1-128 letters, digits, '.', '_', ':' or '-'", spec.Name)
+		return nil, fmt.Errorf("store: volume name %q: want 1-128 letters, digits, '.', '_', ':', '/' or '-'", spec.Name)
 	}
 	if spec.BlockSize != 512 && spec.BlockSize != 4096 {
 		return nil, fmt.Errorf("store: volume %q: block size %d, want 512 or 4096", spec.Name, spec.BlockSize)
@@ -272,7 +272,9 @@ func (s *Store) addVolume(ctx context.Context, vs *volumeState) (*Volume, error)
 		return nil, fmt.Errorf("%w: %q", ErrExists, vs.Name)
 	}
 	vs.ID = s.st.NextVolumeID
-	vs.Created = s.log.LastTS()
+	// The volume's history starts now: earlier points read as "outside
+	// the window", not as zeros.
+	vs.Created = s.log.Tick()
 	vs.FoldThrough = vs.Created
 	next := *s.st
 	next.NextVolumeID++

@@ -493,7 +493,7 @@ func (s *Store) Clone(ctx context.Context, src string, at int64, name string) (*
 	}
 	if !volumeName.MatchString(name) {
 		view.Close()
-		return nil, fmt.Errorf("store: clone name %q: want 1-128 letters, digits, '.', '_', ':' or '-'", name)
+		return nil, fmt.Errorf("store: clone name %q: want 1-128 letters, digits, '.', '_', ':', '/' or '-'", name)
 	}
 	cv, err := s.addVolume(ctx, &volumeState{Name: name, Size: pv.st.Size, BlockSize: pv.bs, WriteThrough: pv.st.WriteThrough, ParentID: pv.id, ParentAt: view.at})
 	if err != nil {
