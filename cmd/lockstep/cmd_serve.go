@@ -67,4 +67,3 @@ func controlClient(dataDir string) (*daemon.Client, error) {
 	}
 	return daemon.Dial(dataDir + "/control.sock")
 }
-
