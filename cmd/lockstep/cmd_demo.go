@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -31,12 +32,15 @@ distribution's PostgreSQL cluster. Everything it starts is stopped, also on
 failure and Ctrl-C; the working directory is removed unless --keep or --dir.
 
 Exit codes: 0 the restored data was verified, 1 the demo failed, 2 usage
-error.`,
+error (including a --dir that is not empty).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := demo.Run(ctx, demo.Options{Dir: dir, Keep: keep, Out: cmd.OutOrStdout()})
+			if errors.Is(err, demo.ErrDirNotEmpty) {
+				return withExit(exitUsage, err)
+			}
 			if err != nil {
 				return withExit(exitFailure, err)
 			}

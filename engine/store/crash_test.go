@@ -184,6 +184,12 @@ func verifyCrash(t *testing.T, fsys vfs.FS, dir string, ops []crashOp, durable i
 	want := replayCrash(ops, last)
 	for i, spec := range crashVols {
 		if !bytes.Equal(cur[i], want[i]) {
+			for off := 0; off < len(cur[i]); off += spec.BlockSize {
+				if !bytes.Equal(cur[i][off:off+spec.BlockSize], want[i][off:off+spec.BlockSize]) {
+					t.Logf("volume %q block %d holds write %d, want write %d", spec.Name, off/spec.BlockSize,
+						binary.LittleEndian.Uint64(cur[i][off:]), binary.LittleEndian.Uint64(want[i][off:]))
+				}
+			}
 			t.Fatalf("volume %q is not the state after writes 1..%d: the survivors are not a prefix of the write order", spec.Name, last)
 		}
 	}
@@ -388,6 +394,7 @@ func TestCrashPowerLoss(t *testing.T) {
 				marks = append(marks, k)
 			}
 		})
+		s.Close() // fails on the crashed file system; stops background work
 		opts := vfs.CrashOptions{Rand: rand.New(rand.NewPCG(seed, uint64(i)))}
 		switch i % 3 {
 		case 1:
@@ -396,6 +403,7 @@ func TestCrashPowerLoss(t *testing.T) {
 			opts.KeepUnsyncedProb, opts.TornTail = 0.3, true
 		}
 		survivor := fsys.Crash(opts)
+		t.Logf("power-loss point %d: seed %d, cut after op %d of %d, keep %.1f torn %v", i, seed, fsys.Ops(), total, opts.KeepUnsyncedProb, opts.TornTail)
 		verifyCrash(t, survivor, "/d", ops, durable, marks)
 		if t.Failed() {
 			t.Fatalf("power-loss point %d (seed %d, options %+v) failed", i, seed, opts)

@@ -32,6 +32,16 @@
 // were already durable. Journal segments are deleted once every record in
 // them is folded for its volume.
 //
+// # Memory
+//
+// What a Store holds in memory is bounded, whatever the journal's length:
+// each volume's index keeps at most Options.IndexMemoryLimit bytes of entries
+// (24 bytes per retained block version) and spills the rest to sorted files
+// with a small fence per 4 KiB page (package index); the journal buffers at
+// most its write-behind size (4 MiB) plus one record; snapshot sets keep 8
+// bytes per retained block; the marker table holds the markers retention
+// keeps.
+//
 // # Markers
 //
 // A marker is one journal record naming every volume of a service. Because

@@ -188,13 +188,23 @@ func (s *Store) openVolume(vs *volumeState) error {
 	if err != nil {
 		return fmt.Errorf("volume %q: open base: %w", vs.Name, err)
 	}
+	// The base's size must be durable before anything relies on it: a
+	// power loss must not shrink it (or tear it) under the fold's writes.
 	if sz, err := base.Size(); err == nil && sz != vs.Size {
 		if err := base.Truncate(vs.Size); err != nil {
 			base.Close()
 			return fmt.Errorf("volume %q: size base: %w", vs.Name, err)
 		}
+		if err := base.Sync(); err != nil {
+			base.Close()
+			return fmt.Errorf("volume %q: sync base: %w", vs.Name, err)
+		}
+		if err := s.opts.FS.SyncDir(d); err != nil {
+			base.Close()
+			return fmt.Errorf("volume %q: sync %s: %w", vs.Name, d, err)
+		}
 	}
-	idx, err := index.New(index.Options{MemoryLimit: s.opts.IndexMemoryLimit, Dir: path.Join(d, "index"), FS: s.opts.FS})
+	idx, err := index.New(index.Options{MemoryLimit: indexLimit(s.opts.IndexMemoryLimit, vs.Size/int64(vs.BlockSize)), Dir: path.Join(d, "index"), FS: s.opts.FS})
 	if err != nil {
 		base.Close()
 		return fmt.Errorf("volume %q: index: %w", vs.Name, err)
@@ -219,6 +229,17 @@ func (s *Store) openVolume(vs *volumeState) error {
 	s.vols[vs.ID] = v
 	s.byName[vs.Name] = v
 	return nil
+}
+
+// indexLimit scales a volume's index budget to its size: the index
+// preallocates part of its budget, and a small volume (a test, a scratch
+// clone) needs far less than a database volume. Eight versions of every
+// block stay in memory before anything spills; the configured limit caps it.
+func indexLimit(limit, blocks int64) int64 {
+	if limit <= 0 {
+		limit = index.DefaultMemoryLimit
+	}
+	return min(limit, max(256<<10, blocks*8*24))
 }
 
 // removeStrayFiles deletes snapshot sets no state references (a fold that

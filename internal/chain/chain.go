@@ -375,14 +375,18 @@ func (c *Chain) Stop() error {
 			errs = append(errs, errors.New("chain: qemu-storage-daemon ignored SIGTERM and was killed"))
 		}
 	}
-	if isMounted(c.export) {
-		// qemu died without unmounting: a stale FUSE mount.
-		if _, err := run(ctx, "umount", "-l", c.export); err != nil {
-			errs = append(errs, err)
+	// The export is ours only once our qemu ran; never touch another
+	// chain's mount that made Start fail.
+	if cmd != nil {
+		if isMounted(c.export) {
+			// qemu died without unmounting: a stale FUSE mount.
+			if _, err := run(ctx, "umount", "-l", c.export); err != nil {
+				errs = append(errs, err)
+			}
 		}
-	}
-	if err := os.Remove(c.export); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("chain: %w", err))
+		if err := os.Remove(c.export); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("chain: %w", err))
+		}
 	}
 	if lf != nil {
 		lf.Close()

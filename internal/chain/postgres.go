@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,6 +114,9 @@ func (p *Postgres) Start(ctx context.Context) error {
 	if err := p.chown(p.LogFile); err != nil {
 		return err
 	}
+	if err := p.removeStalePID(); err != nil {
+		return err
+	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=''", p.Port, p.SockDir)
 	if _, err := p.asUser(ctx, p.bin("pg_ctl"), "-D", p.DataDir, "-l", p.LogFile, "-w", "-t", "120", "-o", opts, "start"); err != nil {
 		return fmt.Errorf("%w; server log: %s", err, p.logTail())
@@ -134,7 +138,7 @@ func (p *Postgres) Stop(ctx context.Context) error {
 	}
 	if syscall.Kill(pid, syscall.SIGQUIT) == nil {
 		for range 50 {
-			if syscall.Kill(pid, 0) != nil {
+			if !alive(pid) {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -154,10 +158,39 @@ func (p *Postgres) postmasterPID() int {
 	}
 	first, _, _ := strings.Cut(string(b), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+	if err != nil || pid <= 0 || !alive(pid) {
 		return 0
 	}
 	return pid
+}
+
+// removeStalePID removes a postmaster.pid whose process is gone. A data
+// directory restored from a marker taken while the server ran holds one, and
+// the old postmaster may linger as a zombie that PostgreSQL's own check
+// takes for a live server.
+func (p *Postgres) removeStalePID() error {
+	name := filepath.Join(p.DataDir, "postmaster.pid")
+	if _, err := os.Stat(name); err != nil {
+		return nil
+	}
+	if p.postmasterPID() != 0 {
+		return nil // a live server: let pg_ctl report it
+	}
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("postgres: remove stale lock file: %w", err)
+	}
+	return nil
+}
+
+// alive reports whether pid is a process that has not exited (zombies have).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // SQL runs statements with psql in database postgres, stopping at the first

@@ -30,6 +30,9 @@ const (
 	IQN     = "iqn.2026-11.io.lockstep:demo-portal"
 )
 
+// ErrDirNotEmpty is returned when Options.Dir has content.
+var ErrDirNotEmpty = errors.New("demo: working directory is not empty; give an empty or new one")
+
 // Options configure a run; zero values take defaults.
 type Options struct {
 	// Dir is the working directory; it must be missing or empty. Empty
@@ -79,6 +82,7 @@ type Result struct {
 }
 
 type run struct {
+	ctx   context.Context
 	opts  Options
 	res   *Result
 	out   io.Writer
@@ -124,7 +128,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		r.teardown()
 		r.res.Total = time.Since(r.start)
 		if err != nil {
-			fmt.Fprintf(r.out, "demo failed after %s: %v\n", round(r.res.Total), err)
+			fmt.Fprintf(r.out, "demo failed after %s; everything it started is stopped\n", round(r.res.Total))
 		} else {
 			fmt.Fprintf(r.out, "demo finished in %s\n", round(r.res.Total))
 		}
@@ -148,9 +152,15 @@ func round(d time.Duration) time.Duration {
 // do runs one numbered step and prints its outcome and duration.
 func (r *run) do(name string, fn func() (string, error)) error {
 	r.step++
+	if err := r.ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted before %s: %w", name, err)
+	}
 	t := time.Now()
 	note, err := fn()
 	d := round(time.Since(t))
+	if err != nil && r.ctx.Err() != nil {
+		err = fmt.Errorf("interrupted: %w", err)
+	}
 	if err != nil {
 		fmt.Fprintf(r.out, "[%2d/%d] %-44s FAILED (%s)\n", r.step, steps, name, d)
 		return fmt.Errorf("%s: %w", name, err)
@@ -172,10 +182,11 @@ func (r *run) teardown() {
 }
 
 func (r *run) main(ctx context.Context) error {
+	r.ctx = ctx
 	if err := r.do("prepare working directory", r.prepareDir); err != nil {
 		return err
 	}
-	if err := r.do("open store, create 1 GiB volume", func() (string, error) { return r.openStore(ctx) }); err != nil {
+	if err := r.do(fmt.Sprintf("open store, create %s volume", size(r.opts.VolumeSize)), func() (string, error) { return r.openStore(ctx) }); err != nil {
 		return err
 	}
 	if err := r.do("serve volume over iSCSI on loopback", r.serve); err != nil {
@@ -185,7 +196,9 @@ func (r *run) main(ctx context.Context) error {
 	// run last-in first-out).
 	r.onCleanup(func() {
 		if r.chain != nil {
-			r.chain.Stop()
+			if err := r.chain.Stop(); err != nil {
+				fmt.Fprintf(r.out, "warning: tearing the chain down: %v\n", err)
+			}
 		}
 	})
 	if err := r.do("attach LUN (qemu-storage-daemon, FUSE, loop)", func() (string, error) { return r.attach(ctx) }); err != nil {
@@ -203,7 +216,11 @@ func (r *run) main(ctx context.Context) error {
 		LogFile: filepath.Join(r.dir, "logs", "postgresql.log"),
 		Port:    r.opts.PostgresPort,
 	}
-	r.onCleanup(func() { r.pg.Stop(context.Background()) })
+	r.onCleanup(func() {
+		if err := r.pg.Stop(context.Background()); err != nil {
+			fmt.Fprintf(r.out, "warning: stopping PostgreSQL: %v\n", err)
+		}
+	})
 	if err := r.do("initdb on the volume", func() (string, error) { return "", r.pg.Init(ctx) }); err != nil {
 		return err
 	}
@@ -276,7 +293,7 @@ func (r *run) prepareDir() (string, error) {
 		if ents, err := os.ReadDir(d); err != nil {
 			return "", err
 		} else if len(ents) > 0 {
-			return "", fmt.Errorf("directory %q is not empty; give an empty or new --dir", d)
+			return "", fmt.Errorf("%w: %q", ErrDirNotEmpty, d)
 		}
 		r.dir = d
 	}
@@ -386,36 +403,57 @@ type Evidence struct {
 	Rows        int    `json:"rows"`
 }
 
-// mark is the marker protocol for one application: prepare (CHECKPOINT),
-// freeze (fsfreeze), mark (store), thaw (always).
+// QuiesceLimit bounds how long the file system stays frozen for a marker.
+const QuiesceLimit = 10 * time.Second
+
 func (r *run) mark(ctx context.Context) (string, error) {
 	n, sum, err := r.digest(ctx)
 	if err != nil {
 		return "", err
 	}
-	if err := r.pg.Checkpoint(ctx); err != nil {
-		return "", err
-	}
-	lsn, err := r.pg.CurrentWALLSN(ctx)
+	m, ev, err := quiesceAndMark(ctx, r.pg, r.chain, n, func(ctx context.Context, ev []byte) (*store.Marker, error) {
+		return r.store.Mark(ctx, store.MarkSpec{Service: Service, Class: store.ClassApp, Volumes: []string{Volume}, Evidence: ev})
+	})
 	if err != nil {
 		return "", err
-	}
-	ev, err := json.Marshal(Evidence{PostgresLSN: lsn, Rows: n})
-	if err != nil {
-		return "", err
-	}
-	if err := r.chain.Freeze(ctx); err != nil {
-		return "", err
-	}
-	m, merr := r.store.Mark(ctx, store.MarkSpec{Service: Service, Class: store.ClassApp, Volumes: []string{Volume}, Evidence: ev})
-	if terr := r.chain.Thaw(ctx); terr != nil {
-		return "", errors.Join(merr, fmt.Errorf("thaw: %w", terr))
-	}
-	if merr != nil {
-		return "", merr
 	}
 	r.res.Marker, r.res.MarkerRows, r.res.MarkerDigest = *m, n, sum
-	return fmt.Sprintf("%s, lsn %s, %d rows", m.ID, lsn, n), nil
+	return fmt.Sprintf("%s, lsn %s, %d rows", m.ID, ev.PostgresLSN, n), nil
+}
+
+// quiesceAndMark is the marker protocol for one PostgreSQL on one file
+// system: prepare (CHECKPOINT, so the freeze is short and recovery from the
+// image replays little WAL), freeze (fsfreeze, which also flushes the file
+// system down to the volume), mark, and thaw, which happens whatever failed.
+// The freeze lasts at most QuiesceLimit.
+func quiesceAndMark(ctx context.Context, pg *chain.Postgres, c *chain.Chain, rows int, mark func(ctx context.Context, evidence []byte) (*store.Marker, error)) (*store.Marker, Evidence, error) {
+	if err := pg.Checkpoint(ctx); err != nil {
+		return nil, Evidence{}, err
+	}
+	lsn, err := pg.CurrentWALLSN(ctx)
+	if err != nil {
+		return nil, Evidence{}, err
+	}
+	ev := Evidence{PostgresLSN: lsn, Rows: rows}
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return nil, ev, err
+	}
+	qctx, cancel := context.WithTimeout(ctx, QuiesceLimit)
+	defer cancel()
+	if err := c.Freeze(qctx); err != nil {
+		// A freeze that failed half-way may still hold writers.
+		c.Thaw(ctx)
+		return nil, ev, err
+	}
+	m, merr := mark(qctx, raw)
+	if terr := c.Thaw(ctx); terr != nil {
+		return nil, ev, errors.Join(merr, fmt.Errorf("thaw: %w", terr))
+	}
+	if merr != nil {
+		return nil, ev, fmt.Errorf("marker: %w", merr)
+	}
+	return m, ev, nil
 }
 
 func (r *run) more(ctx context.Context) (string, error) {
@@ -494,6 +532,13 @@ func (r *run) shutdown(ctx context.Context) (string, error) {
 	}
 	r.res.Reconnects += c.Reconnects()
 	return "", nil
+}
+
+func size(n int64) string {
+	if n >= 1<<30 && n%(1<<30) == 0 {
+		return fmt.Sprintf("%d GiB", n>>30)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
