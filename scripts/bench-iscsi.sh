@@ -24,6 +24,10 @@ REPEAT=${REPEAT:-3}
 # over the whole volume without repeating a block within 262144 requests.
 STRIDE=$((4096 * 7919))
 
+if [ "$(id -u)" -ne 0 ]; then
+	echo "run as root: tgtd, and apt-get for missing packages" >&2
+	exit 1
+fi
 need=()
 command -v tgtd >/dev/null || need+=(tgt)
 command -v iscsi-perf >/dev/null || need+=(libiscsi-bin)
@@ -105,8 +109,8 @@ qb() {
 	awk -v n="$count" -v s="$secs" 'BEGIN { printf "%.0f", n / s }'
 }
 
-# perf ARGS... runs iscsi-perf for PERF_SECONDS and prints its average IOPS.
-perf() {
+# rperf ARGS... runs iscsi-perf for PERF_SECONDS and prints its average IOPS.
+rperf() {
 	local out
 	out=$(timeout "$((PERF_SECONDS + 30))" iscsi-perf -t "$PERF_SECONDS" "$@" 2>&1 | tr '\r' '\n') || {
 		echo "iscsi-perf $* failed: $out" >&2
@@ -136,8 +140,8 @@ measure() {
 	w1m) v=$(qb 1024 -w -s 1M -d 4 --pattern=90 "$u") ;;
 	# qemu 7.2's iSCSI driver asserts on large reads from a thin LUN that
 	# reports LBPRZ (ours does), so reads use libiscsi's iscsi-perf.
-	r1m) v=$(($(perf -m 4 -b 256 "$u") * 4096 * 256 / 1048576)) ;;
-	r4k) v=$(perf -m 16 -b 1 -r "$u") ;;
+	r1m) v=$(($(rperf -m 4 -b 256 "$u") * 4096 * 256 / 1048576)) ;;
+	r4k) v=$(rperf -m 16 -b 1 -r "$u") ;;
 	esac
 	res[$key.$t]+="$v "
 	echo "  $key $t: $v" >&2

@@ -85,6 +85,7 @@ type Log struct {
 	order       []uint64 // segment numbers, oldest first
 	active      *segment
 	buf         []byte // encoded records not yet handed to the file
+	spare       []byte // the other buffer, free while buf fills
 	bufOff      int64  // offset in active where buf starts
 	bufLastSeq  uint64
 	inflight    []byte // being written by syncMu's holder
@@ -483,7 +484,9 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 		return ErrClosed
 	}
 	seg, data, off, last := l.active, l.buf, l.bufOff, l.bufLastSeq
-	l.buf = make([]byte, 0, min(cap(data), l.opts.WriteBehind+MaxRecordBody))
+	// Two buffers take turns: the one just written becomes the next spare,
+	// so steady syncing allocates nothing however large a past burst was.
+	l.buf, l.spare = l.spare[:0], nil
 	l.bufOff += int64(len(data))
 	l.inflight, l.inflightSeg, l.inflightOff = data, seg, off
 	l.mu.Unlock()
@@ -496,6 +499,9 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 	l.mu.Lock()
 	seg.written = off + int64(len(data))
 	l.inflight, l.inflightSeg = nil, nil
+	if cap(data) <= 2*(l.opts.WriteBehind+MaxRecordBody) {
+		l.spare = data[:0]
+	}
 	l.mu.Unlock()
 	if len(data) > 0 {
 		l.writtenSeq = last

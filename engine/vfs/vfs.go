@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // File is an open file. ReadAt and WriteAt are safe for concurrent use.
@@ -53,7 +54,29 @@ var _ FS = OS{}
 
 type osFile struct{ *os.File }
 
-var _ File = osFile{}
+// Sync is fdatasync: data and the size needed to read it back, without the
+// timestamps fsync would also write.
+func (f osFile) Sync() error {
+	rc, err := f.File.SyscallConn()
+	if err != nil {
+		return err // os.ErrClosed after Close
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			if serr = syscall.Fdatasync(int(fd)); serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		// Control fails only on a closed descriptor.
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: os.ErrClosed}
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
 
 func (f osFile) Size() (int64, error) {
 	st, err := f.File.Stat()
