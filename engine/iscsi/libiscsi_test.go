@@ -1,18 +1,17 @@
 package iscsi
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/blockdev"
+	"github.com/lockstep-io/lockstep/internal/cunit"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
@@ -109,38 +108,6 @@ func TestLibiscsiHeaderDigest(t *testing.T) {
 // LOCKSTEP_UPDATE_ISCSI_EXPECTED=1 after a deliberate change.
 const conformanceExpected = "testdata/iscsi-test-cu-ALL.expected"
 
-var (
-	testStart   = regexp.MustCompile(`(?m)^  Test: (\S+) \.\.\.`)
-	testOutcome = regexp.MustCompile(`(?m)(?:\.\.\.|^)(passed|FAILED)\b`)
-)
-
-// parseCUnit classifies each test of a verbose CUnit run as pass, skip
-// (passed after logging [SKIPPED]) or fail.
-func parseCUnit(out string) map[string]string {
-	res := map[string]string{}
-	starts := testStart.FindAllStringSubmatchIndex(out, -1)
-	for i, s := range starts {
-		name := out[s[2]:s[3]]
-		end := len(out)
-		if i+1 < len(starts) {
-			end = starts[i+1][0]
-		}
-		body := out[s[1]-3 : end]
-		m := testOutcome.FindStringSubmatchIndex(body)
-		switch {
-		case m == nil:
-			res[name] = "fail" // no verdict: the run died inside the test
-		case body[m[2]:m[3]] == "FAILED":
-			res[name] = "fail"
-		case strings.Contains(body[:m[0]], "[SKIPPED]"):
-			res[name] = "skip"
-		default:
-			res[name] = "pass"
-		}
-	}
-	return res
-}
-
 func TestLibiscsiConformance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("conformance run skipped in -short mode")
@@ -177,7 +144,7 @@ func TestLibiscsiConformance(t *testing.T) {
 		if err != nil {
 			t.Errorf("suite %s: iscsi-test-cu: %v", suite, err)
 		}
-		res := parseCUnit(out)
+		res := cunit.Parse(out)
 		if len(res) == 0 {
 			t.Errorf("suite %s: no test results parsed:\n%s", suite, out)
 		}
@@ -211,7 +178,7 @@ func TestLibiscsiConformance(t *testing.T) {
 	if err != nil {
 		t.Errorf("read-only LUN: iscsi-test-cu: %v", err)
 	}
-	for name, r := range parseCUnit(out) {
+	for name, r := range cunit.Parse(out) {
 		got["read-only-lun:ALL.ReadOnly."+name] = r
 		if r == "fail" {
 			t.Logf("read-only LUN test %s failed:\n%s", name, out)
@@ -261,23 +228,9 @@ func TestLibiscsiConformance(t *testing.T) {
 }
 
 func readExpected(t *testing.T) map[string]string {
-	f, err := os.Open(conformanceExpected)
+	want, err := cunit.ReadExpected(conformanceExpected)
 	if err != nil {
-		t.Fatalf("reading expected results: %v", err)
-	}
-	defer f.Close()
-	want := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(l, "\t")
-		if !ok {
-			t.Fatalf("%s: bad line %q", conformanceExpected, l)
-		}
-		want[k] = v
+		t.Fatal(err)
 	}
 	return want
 }

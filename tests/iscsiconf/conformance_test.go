@@ -4,16 +4,12 @@
 package iscsiconf
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +18,7 @@ import (
 	"github.com/lockstep-io/lockstep/engine/iscsi"
 	"github.com/lockstep-io/lockstep/engine/journal"
 	"github.com/lockstep-io/lockstep/engine/store"
+	"github.com/lockstep-io/lockstep/internal/cunit"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
@@ -35,49 +32,6 @@ const (
 	// every test exactly as the in-memory disk does.
 	expectedFile = "../../engine/iscsi/testdata/iscsi-test-cu-ALL.expected"
 )
-
-var (
-	testStart   = regexp.MustCompile(`(?m)^  Test: (\S+) \.\.\.`)
-	testOutcome = regexp.MustCompile(`(?m)(?:\.\.\.|^)(passed|FAILED)\b`)
-)
-
-// parseCUnit classifies each test of a verbose CUnit run as pass, skip
-// (passed after logging [SKIPPED]) or fail, as engine/iscsi's run does.
-func parseCUnit(out string) map[string]string {
-	res := map[string]string{}
-	starts := testStart.FindAllStringSubmatchIndex(out, -1)
-	for i, s := range starts {
-		name := out[s[2]:s[3]]
-		end := len(out)
-		if i+1 < len(starts) {
-			end = starts[i+1][0]
-		}
-		body := out[s[1]-3 : end]
-		m := testOutcome.FindStringSubmatchIndex(body)
-		switch {
-		case m == nil:
-			res[name] = "fail" // no verdict: the run died inside the test
-		case body[m[2]:m[3]] == "FAILED":
-			res[name] = "fail"
-		case strings.Contains(body[:m[0]], "[SKIPPED]"):
-			res[name] = "skip"
-		default:
-			res[name] = "pass"
-		}
-	}
-	return res
-}
-
-func TestParseCUnit(t *testing.T) {
-	out := "  Test: A ...passed\n  Test: B ...\n[SKIPPED] no\npassed\n  Test: C ...FAILED\n  Test: D ...\n"
-	got := parseCUnit(out)
-	want := map[string]string{"A": "pass", "B": "skip", "C": "fail", "D": "fail"}
-	for k, w := range want {
-		if got[k] != w {
-			t.Errorf("%s: got %q, want %q", k, got[k], w)
-		}
-	}
-}
 
 func run(timeout time.Duration, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -209,7 +163,7 @@ func TestLibiscsiConformanceJournaled(t *testing.T) {
 	got := map[string]string{}
 	var pass, skip, fail int
 	record := func(key, suite, out string) {
-		res := parseCUnit(out)
+		res := cunit.Parse(out)
 		if len(res) == 0 {
 			t.Errorf("suite %s: no test results parsed:\n%s", suite, out)
 		}
@@ -314,26 +268,9 @@ func TestLibiscsiConformanceJournaled(t *testing.T) {
 
 func readExpected(t *testing.T, path string) map[string]string {
 	t.Helper()
-	f, err := os.Open(path)
+	want, err := cunit.ReadExpected(path)
 	if err != nil {
-		t.Fatalf("reading expected results: %v", err)
-	}
-	defer f.Close()
-	want := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		ln := sc.Text()
-		if ln == "" || strings.HasPrefix(ln, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(ln, "\t")
-		if !ok {
-			t.Fatalf("%s: bad line %q", path, ln)
-		}
-		want[k] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(fmt.Errorf("reading %s: %w", path, err))
+		t.Fatal(err)
 	}
 	return want
 }

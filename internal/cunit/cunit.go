@@ -1,0 +1,71 @@
+// Package cunit reads libiscsi's iscsi-test-cu results: the verbose CUnit
+// output of a run, and the expected-results files the conformance tests
+// compare a run with.
+package cunit
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+var (
+	testStart   = regexp.MustCompile(`(?m)^  Test: (\S+) \.\.\.`)
+	testOutcome = regexp.MustCompile(`(?m)(?:\.\.\.|^)(passed|FAILED)\b`)
+)
+
+// Parse classifies each test of a verbose CUnit run as "pass", "skip"
+// (passed after logging [SKIPPED]) or "fail"; a test with no verdict (the
+// run died inside it) is a failure.
+func Parse(out string) map[string]string {
+	res := map[string]string{}
+	starts := testStart.FindAllStringSubmatchIndex(out, -1)
+	for i, s := range starts {
+		name := out[s[2]:s[3]]
+		end := len(out)
+		if i+1 < len(starts) {
+			end = starts[i+1][0]
+		}
+		body := out[s[1]-3 : end]
+		m := testOutcome.FindStringSubmatchIndex(body)
+		switch {
+		case m == nil:
+			res[name] = "fail"
+		case body[m[2]:m[3]] == "FAILED":
+			res[name] = "fail"
+		case strings.Contains(body[:m[0]], "[SKIPPED]"):
+			res[name] = "skip"
+		default:
+			res[name] = "pass"
+		}
+	}
+	return res
+}
+
+// ReadExpected reads a file of "TEST<TAB>RESULT" lines ('#' comments).
+func ReadExpected(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("expected results: %w", err)
+	}
+	defer f.Close()
+	want := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		ln := sc.Text()
+		if ln == "" || strings.HasPrefix(ln, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(ln, "\t")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want TEST<TAB>RESULT, found %q", path, n, ln)
+		}
+		want[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return want, nil
+}
