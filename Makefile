@@ -15,11 +15,11 @@ lint:
 	./scripts/lint.sh
 
 # The full test run: installs dependencies, lints, runs every test with the
-# race detector, then each fuzz target briefly.
+# race detector, each fuzz target briefly, then the crash suite at full count.
 test: deps lint build
 	$(GO) test -race -timeout 25m ./...
-	$(MAKE) crash
 	./scripts/fuzz-short.sh $(FUZZTIME)
+	$(MAKE) crash
 
 # The crash tests at full count (200 SIGKILL and 200 power-loss points);
 # under the race detector above they run scaled down.

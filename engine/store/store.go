@@ -304,6 +304,10 @@ func (s *Store) addVolume(ctx context.Context, vs *volumeState) (*Volume, error)
 	if err := s.openVolume(vs); err != nil {
 		return nil, err
 	}
+	if vs.ParentID != 0 {
+		// Before anyone can find the clone by name, or it would read zeros.
+		s.vols[vs.ID].parent = s.vols[vs.ParentID]
+	}
 	if err := saveState(s.opts.FS, s.dir, &next); err != nil {
 		v := s.vols[vs.ID]
 		delete(s.vols, vs.ID)

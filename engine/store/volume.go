@@ -500,7 +500,6 @@ func (s *Store) Clone(ctx context.Context, src string, at int64, name string) (*
 		view.Close()
 		return nil, err
 	}
-	cv.parent = pv
 	// The view's pin becomes the clone's, released when the clone is deleted.
 	return cv, nil
 }
