@@ -17,9 +17,9 @@ lint:
 # The full test run: installs dependencies, lints, runs every test with the
 # race detector, each fuzz target briefly, then the crash suite at full count.
 test: deps lint build
-	$(GO) test -race -timeout 25m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 	./scripts/fuzz-short.sh $(FUZZTIME)
-	$(MAKE) crash
+	$(GO) test -count=1 -timeout 20m -run 'TestCrash' ./engine/store/ -args -crash.points=$(CRASHPOINTS)
 
 # The crash tests at full count (200 SIGKILL and 200 power-loss points);
 # under the race detector above they run scaled down.
