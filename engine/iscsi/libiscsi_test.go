@@ -126,12 +126,7 @@ func TestLibiscsiConformance(t *testing.T) {
 	if err != nil {
 		t.Fatalf("iscsi-test-cu -l: %v\n%s", err, list)
 	}
-	var suites []string
-	for _, l := range strings.Split(list, "\n") {
-		if parts := strings.Split(strings.TrimSpace(l), "."); len(parts) == 2 && parts[0] == "ALL" {
-			suites = append(suites, parts[1])
-		}
-	}
+	suites := cunit.Suites(list, "ALL")
 	if len(suites) < 40 {
 		t.Fatalf("only %d suites in the ALL family:\n%s", len(suites), list)
 	}

@@ -568,17 +568,12 @@ func (v *Volume) changedSince(at int64) ([]uint64, error) {
 		at = fold
 	}
 	v.mu.RUnlock()
-	err := v.idx.Changed(at, latest, func(e index.Entry) bool {
-		set[e.Block] = struct{}{}
-		return true
-	})
+	recent, err := v.changedIn(at, latest)
 	if err != nil {
-		return nil, fmt.Errorf("volume %q: %w", v.name, err)
+		return nil, err
 	}
-	out := make([]uint64, 0, len(set))
-	for b := range set {
-		out = append(out, b)
+	for _, b := range recent {
+		set[b] = struct{}{}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out, nil
+	return sortedKeys(set), nil
 }

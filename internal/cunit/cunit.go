@@ -69,3 +69,14 @@ func ReadExpected(path string) (map[string]string, error) {
 	}
 	return want, nil
 }
+
+// Suites lists the suites of family in the output of `iscsi-test-cu -l`.
+func Suites(list, family string) []string {
+	var out []string
+	for _, ln := range strings.Split(list, "\n") {
+		if parts := strings.Split(strings.TrimSpace(ln), "."); len(parts) == 2 && parts[0] == family {
+			out = append(out, parts[1])
+		}
+	}
+	return out
+}

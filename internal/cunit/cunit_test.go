@@ -29,3 +29,10 @@ func TestReadExpected(t *testing.T) {
 		t.Fatal("bad line accepted")
 	}
 }
+
+func TestSuites(t *testing.T) {
+	got := Suites("ALL\nALL.Read10\n  ALL.Write10\nALL.X.Y\nSCSI.Read10\n", "ALL")
+	if len(got) != 2 || got[0] != "Read10" || got[1] != "Write10" {
+		t.Fatalf("%v", got)
+	}
+}
