@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin/lockstep
 FUZZTIME ?= 10s
 
-.PHONY: build deps lint test test-short crash fuzz bench demo clean
+.PHONY: build deps lint test test-short crash fuzz bench demo clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/lockstep
@@ -43,3 +43,18 @@ demo: deps build
 
 clean:
 	rm -rf bin
+
+# Regenerates the plugin protocol's Go code (checked in, so only needed after
+# editing a .proto). Needs protoc (Debian protobuf-compiler); the Go
+# generators are installed at pinned versions into a temporary GOBIN.
+PROTOC_GEN_GO_VERSION ?= v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.5.1
+proto:
+	@command -v protoc >/dev/null || { echo "make proto: protoc not found; apt-get install protobuf-compiler" >&2; exit 1; }
+	@gobin=$$(mktemp -d) && trap 'rm -rf "$$gobin"' EXIT && \
+	GOBIN=$$gobin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) && \
+	GOBIN=$$gobin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION) && \
+	cd plugins/proto && PATH=$$gobin:$$PATH protoc -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		$$(find . -name '*.proto' | sed 's|^\./||')

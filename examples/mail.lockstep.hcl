@@ -1,6 +1,6 @@
 # A mail service: Postfix's queue and Dovecot's mailboxes live on separate
-# volumes. The mail plugin holds the queue and pauses delivery while the
-# marker is placed, so no message is half in the queue and half delivered.
+# volumes. The mail plugin pauses Postfix and Dovecot (SIGSTOP) at a moment
+# when no message file is half-written, for the instant the marker is placed.
 service "mail" {
   volume "queue" {
     size       = "20GiB"

@@ -28,6 +28,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq >/dev/null
+  # Debconf answers (postfix: "No configuration") before the packages ask.
+  for h in scripts/deps/*.preinst.sh; do
+    if [ -e "$h" ]; then $SUDO sh "$h"; fi
+  done
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

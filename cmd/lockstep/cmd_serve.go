@@ -10,19 +10,32 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lockstep-io/lockstep/orchestrator/api"
 	"github.com/lockstep-io/lockstep/orchestrator/daemon"
-	"github.com/lockstep-io/lockstep/policies/parse"
 )
 
 func init() {
-	var dataDir, policyDir, iscsiAddr string
+	var dataDir, policyDir, iscsiAddr, listen, logFormat, logLevel string
 	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "Serve the volumes of a data directory over iSCSI",
-		Long: `Opens the data directory, creates the volumes the policy declares (if
-given), and serves each volume as a LUN of its own iSCSI target on the
-portal. A control socket in the data directory (mode 0600) answers
-'lockstep volume' commands. Stops on SIGINT or SIGTERM.
+		Use:   "serve --data DIR [--listen ADDR] [--iscsi ADDR] [--policy DIR]",
+		Short: "Run the daemon: journaled volumes over iSCSI, markers, the API",
+		Long: `Runs the Lockstep daemon in one process: it opens the data directory,
+serves every volume as LUN 0 of its own iSCSI target, runs each service's
+markers on schedule, evaluates RPOs, and answers the HTTP API on --listen that
+every other command (and Prometheus, on /metrics) talks to.
+
+The API, /metrics included, requires the token in DATA/api.token as
+"Authorization: Bearer TOKEN" (created with mode 0600 on first start, kept
+while it exists; delete it and restart to rotate it; Prometheus reads it with
+authorization.credentials_file). It replaces the former control socket. The daemon
+writes the address it listens on to DATA/api.addr, so the CLI needs only
+--data (or LOCKSTEP_DATA) on the same machine.
+
+Without --policy the daemon serves the policy applied last (lockstep apply),
+resolving its env() and file() secrets again in its own environment. With
+--policy DIR it applies DIR at start exactly as 'lockstep apply DIR' would,
+refusing to destroy or shrink volumes. Stops on SIGINT or SIGTERM, waiting for
+running markers to thaw their applications.
 
 Exit codes: 0 stopped by a signal, 1 failed to start or failed while
 serving, 2 usage error.`,
@@ -31,18 +44,17 @@ serving, 2 usage error.`,
 			if dataDir == "" {
 				return withExit(exitUsage, errors.New("--data DIR is required (or set LOCKSTEP_DATA)"))
 			}
-			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Logger: logger}
+			logger, err := newLogger(cmd, logFormat, logLevel)
+			if err != nil {
+				return withExit(exitUsage, err)
+			}
+			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger}
 			if policyDir != "" {
-				res, err := parse.Load([]string{policyDir}, parse.Options{})
+				srcs, err := readSources(policyDir)
 				if err != nil {
 					return withExit(exitFailure, err)
 				}
-				if res.Diagnostics.HasErrors() {
-					res.WriteDiagnostics(cmd.ErrOrStderr(), 100, false)
-					return withExit(exitFailure, fmt.Errorf("policy %s is invalid; run `lockstep validate %s`", policyDir, policyDir))
-				}
-				cfg.Policy = res.Policy
+				cfg.Policy = srcs
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -50,20 +62,30 @@ serving, 2 usage error.`,
 			if err != nil {
 				return withExit(exitFailure, err)
 			}
-			defer d.Close()
-			return withExit(exitFailure, d.Serve(ctx))
+			err = d.Serve(ctx)
+			return withExit(exitFailure, errors.Join(err, d.Close()))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", os.Getenv("LOCKSTEP_DATA"), "data directory (env LOCKSTEP_DATA)")
-	cmd.Flags().StringVar(&policyDir, "policy", "", "policy directory or file declaring the services and volumes")
+	cmd.Flags().StringVar(&policyDir, "policy", "", "apply this policy directory or file at start")
 	cmd.Flags().StringVar(&iscsiAddr, "iscsi", "127.0.0.1:3260", "iSCSI portal address")
+	cmd.Flags().StringVar(&listen, "listen", api.DefaultAddr, "HTTP API address (token required; also serves /metrics)")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	rootCmd.AddCommand(cmd)
 }
 
-// controlClient finds the daemon serving dataDir.
-func controlClient(dataDir string) (*daemon.Client, error) {
-	if dataDir == "" {
-		return nil, withExit(exitUsage, errors.New("--data DIR is required (or set LOCKSTEP_DATA)"))
+func newLogger(cmd *cobra.Command, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return daemon.Dial(dataDir + "/control.sock")
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

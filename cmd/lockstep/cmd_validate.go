@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,12 +9,19 @@ import (
 	"os"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/spf13/cobra"
 
+	"github.com/lockstep-io/lockstep/orchestrator/pluginschemas"
+	"github.com/lockstep-io/lockstep/plugins/host"
 	"github.com/lockstep-io/lockstep/policies/parse"
 )
 
-var validateJSON bool
+var (
+	validateJSON      bool
+	validateDataDir   string
+	validatePluginDir string
+)
 
 var validateCmd = &cobra.Command{
 	Use:   "validate [DIR|FILE...]",
@@ -22,10 +30,17 @@ var validateCmd = &cobra.Command{
 or file given (the current directory by default), resolves env() and file()
 secrets, and reports every problem of every file with its file:line:column.
 
+With a plugin directory (--plugin-dir, or DATA/plugins from --data or
+$LOCKSTEP_DATA), apps of installed plugins are checked against the schema
+each plugin publishes, every plugin block's pins (version, sha256) are
+checked against the installed plugin (or the binary at its source), and
+each such plugin's Validate checks its apps further (built-ins are not
+asked, since their checks may reach the application's servers).
+
 Exit codes: 0 the policy is valid (warnings may be printed), 1 it is not,
 2 usage error.`,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		res, err := loadPolicy(args)
+		res, err := loadPolicyWithPlugins(args, resolvePluginDir(validateDataDir, validatePluginDir))
 		if err != nil {
 			return withExit(exitFailure, err)
 		}
@@ -48,6 +63,8 @@ Exit codes: 0 the policy is valid (warnings may be printed), 1 it is not,
 
 func init() {
 	validateCmd.Flags().BoolVar(&validateJSON, "json", false, "print diagnostics as JSON on stdout")
+	validateCmd.Flags().StringVar(&validateDataDir, "data", "", "data directory whose plugins/ to check against (default $LOCKSTEP_DATA)")
+	validateCmd.Flags().StringVar(&validatePluginDir, "plugin-dir", "", "plugin directory to check against (default DATA/plugins)")
 	rootCmd.AddCommand(validateCmd)
 }
 
@@ -57,6 +74,106 @@ func loadPolicy(args []string) (*parse.Result, error) {
 		args = []string{"."}
 	}
 	return parse.Load(args, parse.Options{})
+}
+
+// loadPolicyWithPlugins reads the policy under args against the plugins
+// installed in pluginDir, when that directory exists, and adds an error
+// for every pin the installed plugins do not satisfy.
+func loadPolicyWithPlugins(args []string, pluginDir string) (*parse.Result, error) {
+	if pluginDir == "" {
+		return loadPolicy(args)
+	}
+	if st, err := os.Stat(pluginDir); err != nil || !st.IsDir() {
+		return loadPolicy(args)
+	}
+	if len(args) == 0 {
+		args = []string{"."}
+	}
+	m := host.NewManager(pluginDir, host.Options{})
+	schemas := pluginschemas.New(m)
+	res, err := parse.Load(args, parse.Options{Plugins: schemas})
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	problems := schemas.Problems()
+	if res.Policy != nil {
+		problems = append(problems, pluginschemas.Verify(ctx, res.Policy, m)...)
+	}
+	if res.Policy != nil && len(problems) == 0 {
+		probs, errs := pluginschemas.ValidateApps(ctx, res.Policy, m)
+		problems = append(problems, errs...)
+		for _, p := range probs {
+			detail := p.Detail
+			if detail == "" {
+				detail = p.Summary + "."
+			}
+			res.Diagnostics = append(res.Diagnostics, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  p.Summary,
+				Detail:   fmt.Sprintf("Plugin %q on app %q of service %q: %s", p.Plugin, p.App, p.Service, detail),
+				Subject:  appAttrRange(res.Files, p.Service, p.App, p.Attribute),
+			})
+		}
+	}
+	for _, p := range problems {
+		d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin does not match the policy", Detail: p.Error() + "."}
+		var pe *pluginschemas.PinError
+		if errors.As(p, &pe) {
+			d.Subject = pluginBlockRange(res.Files, pe.Plugin)
+		}
+		res.Diagnostics = append(res.Diagnostics, d)
+	}
+	if res.Diagnostics.HasErrors() {
+		res.Policy = nil
+	}
+	return res, nil
+}
+
+// pluginBlockRange finds where the plugin block called name is declared,
+// so that a pin problem points at it; nil when it is not found.
+func pluginBlockRange(files map[string]*hcl.File, name string) *hcl.Range {
+	for _, f := range files {
+		body, ok := f.Body.(*hclsyntax.Body)
+		if !ok {
+			continue
+		}
+		for _, b := range body.Blocks {
+			if b.Type == "plugin" && len(b.Labels) == 1 && b.Labels[0] == name {
+				r := b.DefRange()
+				return &r
+			}
+		}
+	}
+	return nil
+}
+
+// appAttrRange finds attribute attr of app appName in service svc (the
+// app block itself when attr is empty or not written); nil when not found.
+func appAttrRange(files map[string]*hcl.File, svc, appName, attr string) *hcl.Range {
+	for _, f := range files {
+		body, ok := f.Body.(*hclsyntax.Body)
+		if !ok {
+			continue
+		}
+		for _, sb := range body.Blocks {
+			if sb.Type != "service" || len(sb.Labels) != 1 || sb.Labels[0] != svc {
+				continue
+			}
+			for _, ab := range sb.Body.Blocks {
+				if ab.Type != "app" || len(ab.Labels) != 2 || ab.Labels[1] != appName {
+					continue
+				}
+				if a := ab.Body.Attributes[attr]; a != nil {
+					r := a.SrcRange
+					return &r
+				}
+				r := ab.DefRange()
+				return &r
+			}
+		}
+	}
+	return nil
 }
 
 // writeDiagnostics renders diagnostics with source snippets, in colour only

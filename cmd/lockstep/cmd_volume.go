@@ -4,37 +4,39 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/lockstep-io/lockstep/orchestrator/daemon"
+	"github.com/lockstep-io/lockstep/orchestrator/api"
 )
 
 func init() {
-	var dataDir string
 	var asJSON bool
 	vc := &cobra.Command{Use: "volume", Short: "List volumes and present them at past points in time"}
-	vc.PersistentFlags().StringVar(&dataDir, "data", os.Getenv("LOCKSTEP_DATA"), "data directory of the running daemon (env LOCKSTEP_DATA)")
+	cf := addClientFlags(vc.PersistentFlags())
 	vc.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the volumes, their targets and journal windows",
-		Args:  cobra.NoArgs,
+		Long: `Lists the volumes of the daemon's data directory with their targets and
+journal windows, and the live point-in-time exposures.
+
+Exit codes: 0 listed, 1 the daemon could not be asked, 2 usage error.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := controlClient(dataDir)
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			vols, err := c.Volumes(cmd.Context())
 			if err != nil {
 				return withExit(exitFailure, err)
 			}
-			var vols []daemon.VolumeStatus
-			if err := c.Do(cmd.Context(), "GET", "/v0/volumes", nil, &vols); err != nil {
-				return withExit(exitFailure, err)
-			}
-			var exps []daemon.Exposure
-			if err := c.Do(cmd.Context(), "GET", "/v0/exposures", nil, &exps); err != nil {
+			exps, err := c.Exposures(cmd.Context())
+			if err != nil {
 				return withExit(exitFailure, err)
 			}
 			if asJSON {
@@ -65,15 +67,15 @@ clone whose writes never touch the original's journal. Nothing is copied, so
 this takes the same time whatever the volume's size.
 
 Exit codes: 0 exposed, 1 the daemon refused (point outside the journal
-window, unknown volume or marker), 2 usage error.`,
+window, unknown volume or marker) or could not be reached, 2 usage error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := controlClient(dataDir)
+			c, err := cf.client()
 			if err != nil {
-				return withExit(exitFailure, err)
+				return err
 			}
-			var e daemon.Exposure
-			if err := c.Do(cmd.Context(), "POST", "/v0/expose", daemon.ExposeRequest{Volume: args[0], At: at, Marker: marker, Writable: writable}, &e); err != nil {
+			e, err := c.Expose(cmd.Context(), api.ExposeRequest{Volume: args[0], At: at, Marker: marker, Writable: writable})
+			if err != nil {
 				return withExit(exitFailure, err)
 			}
 			if asJSON {
@@ -98,16 +100,19 @@ window, unknown volume or marker), 2 usage error.`,
 		Long: `Removes the target of an exposure, closing its sessions. A writable
 exposure's clone is deleted with it unless --keep is given.
 
-Exit codes: 0 removed, 1 no such exposure, 2 usage error.`,
+Exit codes: 0 removed, 1 no such exposure or the daemon could not be
+reached, 2 usage error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := controlClient(dataDir)
+			c, err := cf.client()
 			if err != nil {
+				return err
+			}
+			if err := c.Unexpose(cmd.Context(), api.UnexposeRequest{IQN: args[0], Keep: keep}); err != nil {
 				return withExit(exitFailure, err)
 			}
-			var out map[string]string
-			if err := c.Do(cmd.Context(), "POST", "/v0/unexpose", map[string]any{"iqn": args[0], "keep": keep}, &out); err != nil {
-				return withExit(exitFailure, err)
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"removed": args[0]})
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "removed", args[0])
 			return nil

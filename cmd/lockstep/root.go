@@ -2,8 +2,12 @@ package main
 
 import (
 	"errors"
+	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/lockstep-io/lockstep/orchestrator/api"
 )
 
 // Exit codes shared by all commands (documented in `lockstep --help`).
@@ -46,4 +50,36 @@ func withExit(code int, err error) error {
 		return nil
 	}
 	return &exitError{code: code, err: err}
+}
+
+// clientFlags locate the daemon for every command that talks to its API.
+type clientFlags struct{ addr, data string }
+
+// addClientFlags declares --addr and --data on fs.
+func addClientFlags(fs *pflag.FlagSet) *clientFlags {
+	f := &clientFlags{}
+	fs.StringVar(&f.addr, "addr", os.Getenv("LOCKSTEP_ADDR"), "daemon API address host:port (env LOCKSTEP_ADDR; default: the address the daemon wrote to DATA/api.addr, else "+api.DefaultAddr+")")
+	fs.StringVar(&f.data, "data", os.Getenv("LOCKSTEP_DATA"), "the daemon's data directory, for its token (env LOCKSTEP_DATA, default "+api.DefaultDataDir+"; LOCKSTEP_TOKEN overrides the token)")
+	return f
+}
+
+// clientOf is the API client of a command declared with addClientFlags.
+func clientOf(cmd *cobra.Command) (*api.Client, error) {
+	f := &clientFlags{}
+	if fl := cmd.Flags().Lookup("addr"); fl != nil {
+		f.addr = fl.Value.String()
+	}
+	if fl := cmd.Flags().Lookup("data"); fl != nil {
+		f.data = fl.Value.String()
+	}
+	return f.client()
+}
+
+// client is the API client the flags and LOCKSTEP_TOKEN name.
+func (f *clientFlags) client() (*api.Client, error) {
+	c, err := api.Locate(f.addr, os.Getenv("LOCKSTEP_TOKEN"), f.data)
+	if err != nil {
+		return nil, withExit(exitFailure, err)
+	}
+	return c, nil
 }

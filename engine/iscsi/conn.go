@@ -36,6 +36,9 @@ const (
 	maxTasksFactor = 2
 )
 
+// maxQueued is the most responses queue holds back before it flushes.
+const maxQueued = 32
+
 // errProtocol closes the connection after a protocol violation.
 var errProtocol = errors.New("iscsi: protocol violation")
 
@@ -64,6 +67,9 @@ type conn struct {
 	wmu     sync.Mutex // serialises writes to the socket
 	bw      *bufio.Writer
 	waiters atomic.Int32 // senders queued on wmu; the last one flushes
+	queued  atomic.Bool  // bw holds responses queue left for flushQueued
+	nQueued int          // how many (wmu)
+	wdl     time.Time    // write deadline set on nc (wmu)
 
 	smu         sync.Mutex // sequence numbers and the task table
 	statSN      uint32
@@ -77,6 +83,9 @@ type conn struct {
 	taskWG  sync.WaitGroup
 	text    textState
 	logoutR bool
+	// inlineOff counts commands left before runInline tries again
+	// (reader goroutine only).
+	inlineOff int
 }
 
 type textState struct {
@@ -144,7 +153,10 @@ func (c *conn) targetName() string {
 // login runs the login phase; it returns nil once in full feature phase.
 func (c *conn) login() error {
 	c.nc.SetDeadline(time.Now().Add(c.srv.cfg.LoginTimeout))
-	defer c.nc.SetDeadline(time.Time{})
+	defer func() {
+		c.nc.SetDeadline(time.Time{})
+		c.wdl = time.Time{} // no goroutine writes yet: wmu not needed
+	}()
 	var resolved *target
 	m := login.NewMachine(login.Config{
 		Limits: login.Limits{
@@ -248,7 +260,7 @@ func (c *conn) loginReject(req *pdu.PDU, status uint16, reason string) error {
 func (c *conn) writeNow(p *pdu.PDU) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.armWriteDeadline()
 	if _, err := p.WriteTo(c.bw); err != nil {
 		return err
 	}
@@ -259,13 +271,63 @@ func (c *conn) writeNow(p *pdu.PDU) error {
 // advances StatSN when status is set, and completes a counted command when
 // complete is set (which opens the command window by one).
 func (c *conn) send(status, complete bool, ps ...*pdu.PDU) error {
+	return c.write(status, complete, true, ps...)
+}
+
+// queue is send without the flush: the reader goroutine flushes before it
+// next waits for input (flushQueued), so the responses to a batch of
+// requests read at once leave in one system call.
+func (c *conn) queue(status, complete bool, ps ...*pdu.PDU) error {
+	return c.write(status, complete, false, ps...)
+}
+
+// flushQueued flushes what queue left in the buffer.
+func (c *conn) flushQueued() error {
+	if !c.queued.Load() {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.queued.Load() {
+		return nil
+	}
+	c.queued.Store(false)
+	c.nQueued = 0
+	c.armWriteDeadline()
+	if err := c.bw.Flush(); err != nil {
+		c.close()
+		return err
+	}
+	return nil
+}
+
+// armWriteDeadline makes sure a socket write cannot block for much longer
+// than WriteTimeout. Moving the deadline costs a timer update, so it is
+// only moved once a quarter of the timeout has passed (c.wmu).
+func (c *conn) armWriteDeadline() {
+	now := time.Now()
+	if c.wdl.Sub(now) > c.srv.cfg.WriteTimeout*3/4 {
+		return
+	}
+	c.wdl = now.Add(c.srv.cfg.WriteTimeout)
+	c.nc.SetWriteDeadline(c.wdl)
+}
+
+func (c *conn) write(status, complete, flush bool, ps ...*pdu.PDU) error {
 	c.waiters.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	// Under load, leave the flush to the last queued sender so that many
 	// responses share one system call.
 	waiting := c.waiters.Add(-1)
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	size := 0
+	for _, p := range ps {
+		size += pdu.BHSLen + len(p.AHS) + len(p.Data) + 12
+	}
+	if flush || size > c.bw.Available() {
+		// This call reaches the socket: bound how long it may block.
+		c.armWriteDeadline()
+	}
 	for i, p := range ps {
 		last := i == len(ps)-1
 		c.smu.Lock()
@@ -284,9 +346,19 @@ func (c *conn) send(status, complete bool, ps ...*pdu.PDU) error {
 			return err
 		}
 	}
+	if !flush {
+		// Bound how long the first of a batch waits for its response.
+		if c.nQueued++; c.nQueued < maxQueued {
+			c.queued.Store(true)
+			return nil
+		}
+		c.armWriteDeadline()
+	}
 	if waiting > 0 {
 		return nil
 	}
+	c.queued.Store(false)
+	c.nQueued = 0
 	if err := c.bw.Flush(); err != nil {
 		c.close()
 		return err
@@ -338,6 +410,12 @@ func (c *conn) reject(p *pdu.PDU, reason byte, complete bool) error {
 func (c *conn) fullFeature() error {
 	maxData := int(c.params.TargetMaxRecvDataSegmentLength)
 	for {
+		if !c.nextBuffered() {
+			// About to wait for the initiator: send what is queued first.
+			if err := c.flushQueued(); err != nil {
+				return err
+			}
+		}
 		p, err := pdu.ReadDigests(c.br, maxData, c.digests)
 		if err != nil {
 			if errors.Is(err, pdu.ErrTooLarge) || errors.Is(err, pdu.ErrDigest) {
@@ -348,10 +426,34 @@ func (c *conn) fullFeature() error {
 		if err := c.dispatch(p); err != nil {
 			return err
 		}
+		if op := p.Opcode(); op == pdu.OpSCSICmd || op == pdu.OpDataOut {
+			// Both copy or consume their data segment before dispatch
+			// returns.
+			p.Release()
+		}
 		if c.logoutR {
-			return nil
+			return c.flushQueued()
 		}
 	}
+}
+
+// nextBuffered reports whether the next PDU is already wholly in the read
+// buffer, so reading it will not wait for the network.
+func (c *conn) nextBuffered() bool {
+	n := c.br.Buffered()
+	if n < pdu.BHSLen {
+		return false
+	}
+	b, _ := c.br.Peek(pdu.BHSLen)
+	dl := int(b[5])<<16 | int(b[6])<<8 | int(b[7])
+	need := pdu.BHSLen + int(b[4])*4 + (dl+3)&^3
+	if c.digests.Header {
+		need += 4
+	}
+	if c.digests.Data && dl > 0 {
+		need += 4
+	}
+	return n >= need
 }
 
 func (c *conn) dispatch(p *pdu.PDU) error {

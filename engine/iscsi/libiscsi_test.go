@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/blockdev"
+	"github.com/lockstep-io/lockstep/engine/iscsi/iscsitest"
 	"github.com/lockstep-io/lockstep/internal/cunit"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
@@ -158,13 +159,13 @@ func TestLibiscsiConformance(t *testing.T) {
 			}
 		}
 		// The target must survive every suite: a fresh login still works.
-		ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+		ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 		if err != nil {
 			t.Fatalf("target did not survive suite %s: %v", suite, err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		must(t)(ini.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
-		ini.logout(ctx)
+		must(t)(ini.Command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+		ini.Logout(ctx)
 		cancel()
 	}
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/blockdev"
+	"github.com/lockstep-io/lockstep/engine/iscsi/iscsitest"
 	"github.com/lockstep-io/lockstep/engine/iscsi/pdu"
 )
 
@@ -108,18 +109,30 @@ func cdb16(op byte, lba uint64, blocks uint32, flags byte) []byte {
 }
 
 // must returns a checker that fails t unless the command succeeded.
-func must(t testing.TB) func(cmdResult, error) cmdResult {
-	return func(r cmdResult, err error) cmdResult {
+func must(t testing.TB) func(iscsitest.Result, error) iscsitest.Result {
+	return func(r iscsitest.Result, err error) iscsitest.Result {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("command: %v", err)
 		}
-		if r.status != 0 {
-			k, a, q := r.senseKey()
-			t.Fatalf("command: status %#x sense %x/%x/%x", r.status, k, a, q)
+		if r.Status != 0 {
+			k, a, q := r.SenseKey()
+			t.Fatalf("command: status %#x sense %x/%x/%x", r.Status, k, a, q)
 		}
 		return r
 	}
+}
+
+// dialInitiator logs in with the Go test initiator; the connection is
+// closed when the test ends.
+func dialInitiator(t testing.TB, addr string, o iscsitest.LoginOptions) (*iscsitest.Initiator, error) {
+	t.Helper()
+	ini, err := iscsitest.Dial(context.Background(), addr, o)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { ini.Close() })
+	return ini, nil
 }
 
 func pattern(n int, seed byte) []byte {
@@ -138,42 +151,42 @@ func TestReadWriteFlushRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := memDev(t, 64<<20)
 			ts := startServer(t, ServerConfig{}, simpleTarget(dev))
-			ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN, immediateData: tc.immediate, initialR2T: tc.initialR2T})
+			ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN, ImmediateData: tc.immediate, InitialR2T: tc.initialR2T})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx := ctxT(t)
-			must(t)(ini.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
-			r := must(t)(ini.command(ctx, 0, []byte{0x12, 0, 0, 0, 96, 0}, nil, 96))
-			if !bytes.HasPrefix(r.data[8:], []byte("LOCKSTEP")) {
-				t.Fatalf("inquiry %q", r.data)
+			must(t)(ini.Command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+			r := must(t)(ini.Command(ctx, 0, []byte{0x12, 0, 0, 0, 96, 0}, nil, 96))
+			if !bytes.HasPrefix(r.Data[8:], []byte("LOCKSTEP")) {
+				t.Fatalf("inquiry %q", r.Data)
 			}
 			rc := make([]byte, 16)
 			rc[0], rc[1], rc[13] = 0x9e, 0x10, 32
-			r = must(t)(ini.command(ctx, 0, rc, nil, 32))
-			if last := binary.BigEndian.Uint64(r.data); last != 64<<20/512-1 {
+			r = must(t)(ini.Command(ctx, 0, rc, nil, 32))
+			if last := binary.BigEndian.Uint64(r.Data); last != 64<<20/512-1 {
 				t.Fatalf("last LBA %d", last)
 			}
 			// 1 MiB is bigger than FirstBurstLength and MaxBurstLength, so
 			// this exercises immediate, unsolicited and solicited data.
 			data := pattern(1<<20, 3)
 			fuaBefore := dev.FUAWrites()
-			must(t)(ini.command(ctx, 0, cdb16(0x8a, 8, 2048, 0x08), data, 0))
+			must(t)(ini.Command(ctx, 0, cdb16(0x8a, 8, 2048, 0x08), data, 0))
 			if dev.FUAWrites() != fuaBefore+1 {
 				t.Fatal("FUA write did not reach the device as FUA")
 			}
-			r = must(t)(ini.command(ctx, 0, cdb16(0x88, 8, 2048, 0), nil, 1<<20))
-			if !bytes.Equal(r.data, data) {
+			r = must(t)(ini.Command(ctx, 0, cdb16(0x88, 8, 2048, 0), nil, 1<<20))
+			if !bytes.Equal(r.Data, data) {
 				t.Fatal("read back differs")
 			}
 			small := pattern(4096, 9)
-			must(t)(ini.command(ctx, 0, cdb10(0x2a, 100, 8, 0), small, 0))
-			r = must(t)(ini.command(ctx, 0, cdb10(0x28, 100, 8, 0), nil, 4096))
-			if !bytes.Equal(r.data, small) {
+			must(t)(ini.Command(ctx, 0, cdb10(0x2a, 100, 8, 0), small, 0))
+			r = must(t)(ini.Command(ctx, 0, cdb10(0x28, 100, 8, 0), nil, 4096))
+			if !bytes.Equal(r.Data, small) {
 				t.Fatal("small read back differs")
 			}
 			flushes := dev.Flushes()
-			must(t)(ini.command(ctx, 0, cdb10(0x35, 0, 0, 0), nil, 0))
+			must(t)(ini.Command(ctx, 0, cdb10(0x35, 0, 0, 0), nil, 0))
 			if dev.Flushes() != flushes+1 {
 				t.Fatal("SYNCHRONIZE CACHE did not flush the device")
 			}
@@ -184,12 +197,12 @@ func TestReadWriteFlushRoundTrip(t *testing.T) {
 			binary.BigEndian.PutUint64(param[8:], 100)
 			binary.BigEndian.PutUint32(param[16:], 8)
 			un := cdb10(0x42, 0, 24, 0)
-			must(t)(ini.command(ctx, 0, un, param, 0))
-			r = must(t)(ini.command(ctx, 0, cdb10(0x28, 100, 8, 0), nil, 4096))
-			if !bytes.Equal(r.data, make([]byte, 4096)) {
+			must(t)(ini.Command(ctx, 0, un, param, 0))
+			r = must(t)(ini.Command(ctx, 0, cdb10(0x28, 100, 8, 0), nil, 4096))
+			if !bytes.Equal(r.Data, make([]byte, 4096)) {
 				t.Fatal("unmapped blocks are not zero")
 			}
-			if err := ini.logout(ctx); err != nil {
+			if err := ini.Logout(ctx); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -199,25 +212,25 @@ func TestReadWriteFlushRoundTrip(t *testing.T) {
 func TestResidualsAndErrors(t *testing.T) {
 	dev := memDev(t, 1<<20)
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN, immediateData: true})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN, ImmediateData: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
 	// Read one block with an expected length of two: underflow of 512.
-	r := must(t)(ini.command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 1024))
-	if r.flags&0x02 == 0 || r.residual != 512 {
-		t.Fatalf("underflow flags %#x residual %d", r.flags, r.residual)
+	r := must(t)(ini.Command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 1024))
+	if r.Flags&0x02 == 0 || r.Residual != 512 {
+		t.Fatalf("underflow flags %#x residual %d", r.Flags, r.Residual)
 	}
 	check := func(cdb []byte, key, asc byte, what string) {
 		t.Helper()
-		r, err := ini.command(ctx, 0, cdb, nil, 512)
+		r, err := ini.Command(ctx, 0, cdb, nil, 512)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		k, a, _ := r.senseKey()
-		if r.status != 2 || k != key || a != asc {
-			t.Fatalf("%s: status %#x sense %x/%x, want CHECK CONDITION %x/%x", what, r.status, k, a, key, asc)
+		k, a, _ := r.SenseKey()
+		if r.Status != 2 || k != key || a != asc {
+			t.Fatalf("%s: status %#x sense %x/%x, want CHECK CONDITION %x/%x", what, r.Status, k, a, key, asc)
 		}
 	}
 	check([]byte{0xc0, 0, 0, 0, 0, 0}, 5, 0x20, "vendor opcode")
@@ -225,13 +238,13 @@ func TestResidualsAndErrors(t *testing.T) {
 	check(cdb10(0x28, 1<<20/512, 1, 0), 5, 0x21, "read beyond the end")
 	check(cdb10(0x28, 0, 1, 0xe0), 5, 0x24, "RDPROTECT without protection")
 	// Unknown LUN.
-	r, err = ini.command(ctx, 7, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
-	if k, a, _ := r.senseKey(); err != nil || r.status != 2 || k != 5 || a != 0x25 {
-		t.Fatalf("unknown LUN: %v status %#x sense %x/%x", err, r.status, k, a)
+	r, err = ini.Command(ctx, 7, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	if k, a, _ := r.SenseKey(); err != nil || r.Status != 2 || k != 5 || a != 0x25 {
+		t.Fatalf("unknown LUN: %v status %#x sense %x/%x", err, r.Status, k, a)
 	}
 	// The session is still fine.
-	must(t)(ini.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
-	if got, err := ini.nop(ctx, []byte("ping")); err != nil || string(got) != "ping" {
+	must(t)(ini.Command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+	if got, err := ini.Nop(ctx, []byte("ping")); err != nil || string(got) != "ping" {
 		t.Fatalf("NOP echo %q %v", got, err)
 	}
 }
@@ -245,38 +258,38 @@ func TestCHAPAndACL(t *testing.T) {
 		TargetConfig{IQN: testIQN + "-acl", LUNs: []LUNConfig{{Device: dev}}, AllowedInitiators: []string{initiatorName}},
 	)
 	status := func(err error) uint16 {
-		var le *loginError
+		var le *iscsitest.LoginError
 		if errors.As(err, &le) {
-			return le.status
+			return le.Status
 		}
 		return 0
 	}
 	for _, tc := range []struct {
 		name string
-		o    loginOpts
+		o    iscsitest.LoginOptions
 		want uint16
 	}{
-		{"one-way", loginOpts{target: testIQN, chapUser: "alice", chapSecret: secret}, 0},
-		{"mutual", loginOpts{target: testIQN + "-mutual", chapUser: "alice", chapSecret: secret, mutualUser: "target", mutualSc: mutualSecret}, 0},
-		{"one-way on mutual target", loginOpts{target: testIQN + "-mutual", chapUser: "alice", chapSecret: secret}, 0},
-		{"wrong secret", loginOpts{target: testIQN, chapUser: "alice", chapSecret: "not-the-secret"}, 0x0201},
-		{"wrong user", loginOpts{target: testIQN, chapUser: "bob", chapSecret: secret}, 0x0201},
-		{"no CHAP", loginOpts{target: testIQN}, 0x0201},
-		{"mutual asked, none configured", loginOpts{target: testIQN, chapUser: "alice", chapSecret: secret, mutualUser: "target", mutualSc: mutualSecret}, 0x0201},
-		{"acl allowed", loginOpts{target: testIQN + "-acl"}, 0},
-		{"acl refused", loginOpts{target: testIQN + "-acl", initiator: "iqn.2026-01.io.example:intruder"}, 0x0202},
-		{"unknown target", loginOpts{target: testIQN + "-nope"}, 0x0203},
+		{"one-way", iscsitest.LoginOptions{TargetName: testIQN, CHAP: &iscsitest.CHAP{User: "alice", Secret: secret}}, 0},
+		{"mutual", iscsitest.LoginOptions{TargetName: testIQN + "-mutual", CHAP: &iscsitest.CHAP{User: "alice", Secret: secret, MutualUser: "target", MutualSecret: mutualSecret}}, 0},
+		{"one-way on mutual target", iscsitest.LoginOptions{TargetName: testIQN + "-mutual", CHAP: &iscsitest.CHAP{User: "alice", Secret: secret}}, 0},
+		{"wrong secret", iscsitest.LoginOptions{TargetName: testIQN, CHAP: &iscsitest.CHAP{User: "alice", Secret: "not-the-secret"}}, 0x0201},
+		{"wrong user", iscsitest.LoginOptions{TargetName: testIQN, CHAP: &iscsitest.CHAP{User: "bob", Secret: secret}}, 0x0201},
+		{"no CHAP", iscsitest.LoginOptions{TargetName: testIQN}, 0x0201},
+		{"mutual asked, none configured", iscsitest.LoginOptions{TargetName: testIQN, CHAP: &iscsitest.CHAP{User: "alice", Secret: secret, MutualUser: "target", MutualSecret: mutualSecret}}, 0x0201},
+		{"acl allowed", iscsitest.LoginOptions{TargetName: testIQN + "-acl"}, 0},
+		{"acl refused", iscsitest.LoginOptions{TargetName: testIQN + "-acl", InitiatorName: "iqn.2026-01.io.example:intruder"}, 0x0202},
+		{"unknown target", iscsitest.LoginOptions{TargetName: testIQN + "-nope"}, 0x0203},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.o.initiator == "" {
-				tc.o.initiator = initiatorName
+			if tc.o.InitiatorName == "" {
+				tc.o.InitiatorName = initiatorName
 			}
 			ini, err := dialInitiator(t, ts.addr, tc.o)
 			if got := status(err); got != tc.want || (tc.want == 0 && err != nil) {
 				t.Fatalf("login: %v (status %#04x), want status %#04x", err, got, tc.want)
 			}
 			if tc.want == 0 {
-				must(t)(ini.command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+				must(t)(ini.Command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
 			}
 		})
 	}
@@ -285,11 +298,11 @@ func TestCHAPAndACL(t *testing.T) {
 		t.Fatal("a CHAP secret appears in the log")
 	}
 	// Discovery hides the ACL target from an initiator not on its list.
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: "iqn.2026-01.io.example:intruder", discovery: true})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: "iqn.2026-01.io.example:intruder", Discovery: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ini.textRequest(ctxT(t), kv("SendTargets", "All"))
+	got, err := ini.TextRequest(ctxT(t), iscsitest.EncodeKV("SendTargets", "All"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,11 +325,11 @@ func TestDiscovery(t *testing.T) {
 	if err := ts.srv.AddTarget(TargetConfig{IQN: testIQN + "-2", LUNs: []LUNConfig{{Device: dev}}}); err != nil {
 		t.Fatal(err)
 	}
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, discovery: true})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, Discovery: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ini.textRequest(ctxT(t), kv("SendTargets", "All"))
+	got, err := ini.TextRequest(ctxT(t), iscsitest.EncodeKV("SendTargets", "All"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,11 +342,11 @@ func TestDiscovery(t *testing.T) {
 		}
 	}
 	// SCSI commands are refused on a discovery session.
-	r, err := ini.command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
-	if err != nil || !r.rejected {
-		t.Fatalf("SCSI command on a discovery session: %v, rejected=%v", err, r.rejected)
+	r, err := ini.Command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	if err != nil || !r.Rejected {
+		t.Fatalf("SCSI command on a discovery session: %v, rejected=%v", err, r.Rejected)
 	}
-	if err := ini.logout(ctxT(t)); err != nil {
+	if err := ini.Logout(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -344,11 +357,11 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	small, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, discovery: true, maxRecv: 512})
+	small, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, Discovery: true, MaxRecvDataSeg: 512})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err = small.textRequest(ctxT(t), kv("SendTargets", "All"))
+	got, err = small.TextRequest(ctxT(t), iscsitest.EncodeKV("SendTargets", "All"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +405,7 @@ func TestCommandsRunConcurrently(t *testing.T) {
 	const n = 16
 	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
 	ts := startServer(t, ServerConfig{QueueDepth: 32}, simpleTarget(g))
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,8 +416,8 @@ func TestCommandsRunConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := ini.command(ctx, 0, cdb10(0x28, uint32(i), 1, 0), nil, 512)
-			if err == nil && r.status != 0 {
+			r, err := ini.Command(ctx, 0, cdb10(0x28, uint32(i), 1, 0), nil, 512)
+			if err == nil && r.Status != 0 {
 				err = errors.New("read failed")
 			}
 			errs <- err
@@ -432,12 +445,12 @@ func TestCommandsRunConcurrently(t *testing.T) {
 func TestAbortTaskAndLUNReset(t *testing.T) {
 	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
 	ts := startServer(t, ServerConfig{}, simpleTarget(g))
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	pc, itt, err := ini.issue(false, func(p *pdu.PDU, _ uint32) {
+	pc, itt, err := ini.Issue(false, func(p *pdu.PDU, _ uint32) {
 		p.SetOpcode(pdu.OpSCSICmd, false)
 		p.BHS[1] = 0x80 | 0x40 | 0x01
 		p.PutU32(20, 512)
@@ -449,41 +462,41 @@ func TestAbortTaskAndLUNReset(t *testing.T) {
 	for g.inFlight.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	resp, err := ini.taskMgmt(ctx, 1, 0, itt)
+	resp, err := ini.TaskMgmt(ctx, 1, 0, itt)
 	if err != nil || resp != 0 {
 		t.Fatalf("ABORT TASK: response %d, %v", resp, err)
 	}
 	select {
-	case <-pc.done:
+	case <-pc.Done():
 		t.Fatal("aborted task still got a response")
 	case <-time.After(100 * time.Millisecond):
 	}
-	if resp, err := ini.taskMgmt(ctx, 1, 0, 0x7777); err != nil || resp != 1 {
+	if resp, err := ini.TaskMgmt(ctx, 1, 0, 0x7777); err != nil || resp != 1 {
 		t.Fatalf("ABORT TASK of an unknown task: response %d, %v", resp, err)
 	}
-	if resp, err := ini.taskMgmt(ctx, 5, 0, 0); err != nil || resp != 0 {
+	if resp, err := ini.TaskMgmt(ctx, 5, 0, 0); err != nil || resp != 0 {
 		t.Fatalf("LUN RESET: response %d, %v", resp, err)
 	}
-	if resp, err := ini.taskMgmt(ctx, 5, 9, 0); err != nil || resp != 2 {
+	if resp, err := ini.TaskMgmt(ctx, 5, 9, 0); err != nil || resp != 2 {
 		t.Fatalf("LUN RESET of a missing LUN: response %d, %v", resp, err)
 	}
 	close(g.gate)
-	must(t)(ini.command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+	must(t)(ini.Command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
 }
 
 func TestHandlerPanicIsRecovered(t *testing.T) {
 	g := &gateDev{Mem: memDev(t, 1<<20), panicAt: 512 * 3}
 	ts := startServer(t, ServerConfig{}, simpleTarget(g))
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	r, err := ini.command(ctx, 0, cdb10(0x28, 3, 1, 0), nil, 512)
-	if k, a, _ := r.senseKey(); err != nil || r.status != 2 || k != 4 || a != 0x44 {
-		t.Fatalf("panicking read: %v status %#x sense %x/%x", err, r.status, k, a)
+	r, err := ini.Command(ctx, 0, cdb10(0x28, 3, 1, 0), nil, 512)
+	if k, a, _ := r.SenseKey(); err != nil || r.Status != 2 || k != 4 || a != 0x44 {
+		t.Fatalf("panicking read: %v status %#x sense %x/%x", err, r.Status, k, a)
 	}
-	must(t)(ini.command(ctx, 0, cdb10(0x28, 4, 1, 0), nil, 512))
+	must(t)(ini.Command(ctx, 0, cdb10(0x28, 4, 1, 0), nil, 512))
 	if !strings.Contains(ts.logs.String(), "panic recovered") {
 		t.Fatal("panic not logged")
 	}
@@ -494,56 +507,54 @@ func TestMalformedInputClosesOnlyThatConnection(t *testing.T) {
 	dev := memDev(t, 1<<20)
 	ts := startServer(t, ServerConfig{MaxRecvDataSegmentLength: 8192}, simpleTarget(dev))
 	ctx := ctxT(t)
-	good, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	good, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := func(name string, raw func(i *testInitiator) []byte, wantClosed bool) {
+	bad := func(name string, raw func(i *iscsitest.Initiator) []byte, wantClosed bool) {
 		t.Run(name, func(t *testing.T) {
-			i, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName + ":" + name, target: testIQN})
+			i, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName + ":" + name, TargetName: testIQN})
 			if err != nil {
 				t.Fatal(err)
 			}
-			i.wmu.Lock()
-			i.nc.Write(raw(i))
-			i.wmu.Unlock()
-			if got := i.dead(2 * time.Second); got != wantClosed {
+			i.WriteRaw(raw(i))
+			if got := i.Dead(2 * time.Second); got != wantClosed {
 				t.Fatalf("connection closed = %v, want %v", got, wantClosed)
 			}
 			if !wantClosed {
-				must(t)(i.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+				must(t)(i.Command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
 			}
-			must(t)(good.command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+			must(t)(good.Command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
 		})
 	}
-	bad("unknown opcode", func(*testInitiator) []byte {
+	bad("unknown opcode", func(*iscsitest.Initiator) []byte {
 		p := &pdu.PDU{}
 		p.SetOpcode(0x1f, false)
 		return p.Encode()
 	}, true)
-	bad("oversized data segment", func(*testInitiator) []byte {
+	bad("oversized data segment", func(*iscsitest.Initiator) []byte {
 		p := &pdu.PDU{}
 		p.SetOpcode(pdu.OpNOPOut, true)
 		p.BHS[5] = 0x10 // 1 MiB announced
 		return p.BHS[:]
 	}, true)
-	bad("login in full feature phase", func(*testInitiator) []byte {
+	bad("login in full feature phase", func(*iscsitest.Initiator) []byte {
 		p := &pdu.PDU{}
 		p.SetOpcode(pdu.OpLoginReq, true)
 		return p.Encode()
 	}, true)
-	bad("garbage", func(*testInitiator) []byte {
+	bad("garbage", func(*iscsitest.Initiator) []byte {
 		return bytes.Repeat([]byte{0xff}, 200)
 	}, true)
-	bad("CmdSN out of window is ignored", func(i *testInitiator) []byte {
+	bad("CmdSN out of window is ignored", func(i *iscsitest.Initiator) []byte {
 		p := &pdu.PDU{}
 		p.SetOpcode(pdu.OpSCSICmd, false)
 		p.BHS[1] = 0x80
 		p.SetITT(0x5555)
-		p.PutU32(pdu.OffCmdSN, i.cmdSN+100000)
+		p.PutU32(pdu.OffCmdSN, i.CmdSN()+100000)
 		return p.Encode()
 	}, false)
-	bad("Data-Out outside any sequence", func(i *testInitiator) []byte {
+	bad("Data-Out outside any sequence", func(i *iscsitest.Initiator) []byte {
 		// A write whose R2T the initiator answers with data at a wrong
 		// offset: register an ITT so the target has a task, then lie.
 		p := &pdu.PDU{}
@@ -551,7 +562,7 @@ func TestMalformedInputClosesOnlyThatConnection(t *testing.T) {
 		p.BHS[1] = 0x80 | 0x20
 		p.SetITT(0x6666)
 		p.PutU32(20, 4096)
-		p.PutU32(pdu.OffCmdSN, i.cmdSN)
+		p.PutU32(pdu.OffCmdSN, i.CmdSN())
 		copy(p.BHS[32:], cdb10(0x2a, 0, 8, 0))
 		d := &pdu.PDU{Data: make([]byte, 512)}
 		d.SetOpcode(pdu.OpDataOut, false)
@@ -561,24 +572,24 @@ func TestMalformedInputClosesOnlyThatConnection(t *testing.T) {
 		d.PutU32(40, 1<<20)
 		return append(p.Encode(), d.Encode()...)
 	}, true)
-	must(t)(good.command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+	must(t)(good.Command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
 }
 
 func TestAbruptDisconnectMidDataOut(t *testing.T) {
 	dev := memDev(t, 4<<20)
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
 	ctx := ctxT(t)
-	good, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	good, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
-		i, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName + ":victim", target: testIQN, initialR2T: true})
+		i, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName + ":victim", TargetName: testIQN, InitialR2T: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Start a 1 MiB write, send half of the first burst, then vanish.
-		_, itt, err := i.issue(false, func(p *pdu.PDU, _ uint32) {
+		_, itt, err := i.Issue(false, func(p *pdu.PDU, _ uint32) {
 			p.SetOpcode(pdu.OpSCSICmd, false)
 			p.BHS[1] = 0x80 | 0x20
 			p.PutU32(20, 1<<20)
@@ -589,9 +600,9 @@ func TestAbruptDisconnectMidDataOut(t *testing.T) {
 		}
 		_ = itt
 		time.Sleep(20 * time.Millisecond) // let the R2T go out
-		i.nc.Close()
+		i.Close()
 	}
-	must(t)(good.command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
+	must(t)(good.Command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
 	// Every victim's connection and task is cleaned up.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -611,18 +622,18 @@ func TestAbruptDisconnectMidDataOut(t *testing.T) {
 func TestRemoveTargetClosesSessions(t *testing.T) {
 	dev := memDev(t, 1<<20)
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := ts.srv.RemoveTarget(testIQN); err != nil {
 		t.Fatal(err)
 	}
-	if !ini.dead(2 * time.Second) {
+	if !ini.Dead(2 * time.Second) {
 		t.Fatal("session survived target removal")
 	}
-	var le *loginError
-	if _, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN}); !errors.As(err, &le) || le.status != 0x0203 {
+	var le *iscsitest.LoginError
+	if _, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN}); !errors.As(err, &le) || le.Status != 0x0203 {
 		t.Fatalf("login to removed target: %v", err)
 	}
 	if err := ts.srv.RemoveTarget(testIQN); !errors.Is(err, ErrTargetNotFound) {
@@ -633,33 +644,33 @@ func TestRemoveTargetClosesSessions(t *testing.T) {
 func TestSessionReinstatement(t *testing.T) {
 	dev := memDev(t, 1<<20)
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
-	first, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	first, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Same initiator name and ISID: the new login replaces the old session.
-	second, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	second, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !first.dead(2 * time.Second) {
+	if !first.Dead(2 * time.Second) {
 		t.Fatal("old session survived reinstatement")
 	}
-	must(t)(second.command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+	must(t)(second.Command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
 }
 
 func TestImmediateCommandFloodClosesConnection(t *testing.T) {
 	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
 	defer close(g.gate)
 	ts := startServer(t, ServerConfig{QueueDepth: 4}, simpleTarget(g))
-	i, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN})
+	i, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Immediate commands bypass the CmdSN window; blocked reads pile up
 	// until the target refuses to hold more.
 	for range 20 {
-		if _, _, err := i.issue(true, func(p *pdu.PDU, _ uint32) {
+		if _, _, err := i.Issue(true, func(p *pdu.PDU, _ uint32) {
 			p.SetOpcode(pdu.OpSCSICmd, true)
 			p.BHS[1] = 0x80 | 0x40
 			p.PutU32(20, 512)
@@ -668,7 +679,7 @@ func TestImmediateCommandFloodClosesConnection(t *testing.T) {
 			break
 		}
 	}
-	if !i.dead(5 * time.Second) {
+	if !i.Dead(5 * time.Second) {
 		t.Fatal("connection survived a flood of immediate commands")
 	}
 }
@@ -677,17 +688,17 @@ func TestCRC32CDigests(t *testing.T) {
 	dev := memDev(t, 4<<20)
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
 	ctx := ctxT(t)
-	ini, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName, target: testIQN, digest: "CRC32C,None", immediateData: true})
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN, Digest: "CRC32C,None", ImmediateData: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ini.dig.Header || !ini.dig.Data {
-		t.Fatalf("digests not negotiated: %+v", ini.dig)
+	if !ini.Digests().Header || !ini.Digests().Data {
+		t.Fatalf("digests not negotiated: %+v", ini.Digests())
 	}
 	data := pattern(300<<10, 5)
-	must(t)(ini.command(ctx, 0, cdb10(0x2a, 0, 600, 0), data, 0))
-	r := must(t)(ini.command(ctx, 0, cdb10(0x28, 0, 600, 0), nil, 300<<10))
-	if !bytes.Equal(r.data, data) {
+	must(t)(ini.Command(ctx, 0, cdb10(0x2a, 0, 600, 0), data, 0))
+	r := must(t)(ini.Command(ctx, 0, cdb10(0x28, 0, 600, 0), nil, 300<<10))
+	if !bytes.Equal(r.Data, data) {
 		t.Fatal("read back differs")
 	}
 	// A PDU whose data digest is wrong closes the connection.
@@ -696,21 +707,19 @@ func TestCRC32CDigests(t *testing.T) {
 	p.BHS[1] = 0x80
 	p.SetITT(0x4242)
 	var buf bytes.Buffer
-	p.WriteDigests(&buf, ini.dig)
+	p.WriteDigests(&buf, ini.Digests())
 	wire := buf.Bytes()
 	wire[len(wire)-1] ^= 1
-	ini.wmu.Lock()
-	ini.nc.Write(wire)
-	ini.wmu.Unlock()
-	if !ini.dead(2 * time.Second) {
+	ini.WriteRaw(wire)
+	if !ini.Dead(2 * time.Second) {
 		t.Fatal("connection survived a data digest error")
 	}
 	// Initiators that prefer None get None.
-	plain, err := dialInitiator(t, ts.addr, loginOpts{initiator: initiatorName + ":plain", target: testIQN, digest: "None,CRC32C"})
-	if err != nil || plain.dig.Header || plain.dig.Data {
-		t.Fatalf("None,CRC32C: %v %+v", err, plain.dig)
+	plain, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName + ":plain", TargetName: testIQN, Digest: "None,CRC32C"})
+	if err != nil || plain.Digests().Header || plain.Digests().Data {
+		t.Fatalf("None,CRC32C: %v %+v", err, plain.Digests())
 	}
-	must(t)(plain.command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
+	must(t)(plain.Command(ctx, 0, cdb10(0x28, 0, 8, 0), nil, 4096))
 }
 
 func TestSilentConnectionTimesOut(t *testing.T) {
@@ -724,4 +733,48 @@ func TestSilentConnectionTimesOut(t *testing.T) {
 	if _, err := nc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("target kept a silent connection open: %v", err)
 	}
+}
+
+// TestPipelinedImmediateWrites drives the reader-goroutine fast path:
+// many small writes with immediate data in flight at once, their responses
+// batched, every byte where it belongs afterwards.
+func TestPipelinedImmediateWrites(t *testing.T) {
+	dev := memDev(t, 8<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN, ImmediateData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	const workers, each = 16, 100
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				lba := uint32((w*each + i) * 8)
+				if err := ini.Write10(ctx, 0, lba, pattern(4096, byte(w*each+i)), false); err != nil {
+					errs <- fmt.Errorf("write lba %d: %w", lba, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n := range workers * each {
+		got, err := ini.Read10(ctx, 0, uint32(n*8), 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, pattern(4096, byte(n))) {
+			t.Fatalf("block %d: wrong data", n*8)
+		}
+	}
+	// A FUA write and a flush still take the ordinary path.
+	must(t)(ini.Command(ctx, 0, cdb10(0x2a, 0, 8, 0x08), pattern(4096, 1), 0))
+	must(t)(ini.Command(ctx, 0, cdb10(0x35, 0, 0, 0), nil, 0))
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"time"
 
+	"github.com/lockstep-io/lockstep/engine/iscsi/internal/bufpool"
 	"github.com/lockstep-io/lockstep/engine/iscsi/pdu"
 	"github.com/lockstep-io/lockstep/engine/iscsi/scsi"
 )
@@ -44,6 +46,7 @@ type task struct {
 	immLen     int
 	done       chan struct{}
 
+	inline    bool // runs on the reader goroutine (runInline)
 	aborted   bool // guarded by c.smu
 	responded bool // guarded by c.smu
 }
@@ -58,13 +61,11 @@ func (c *conn) scsiCommand(p *pdu.PDU) error {
 		c:        c,
 		itt:      p.ITT(),
 		lunField: p.LUN(),
-		cdb:      append([]byte(nil), p.CDB()...),
+		cdb:      p.CDB(),
 		edtl:     int(p.U32(20)),
 		read:     f&0x40 != 0,
 		write:    f&0x20 != 0,
 		counted:  counted,
-		seqDone:  make(chan error, 2),
-		done:     make(chan struct{}),
 	}
 	if len(p.Data) > 0 && (!t.write || !c.params.ImmediateData || len(p.Data) > int(c.params.FirstBurstLength) || len(p.Data) > t.edtl) {
 		c.reject(p, rejectProtocolError, counted)
@@ -74,7 +75,13 @@ func (c *conn) scsiCommand(p *pdu.PDU) error {
 		c.reject(p, rejectProtocolError, counted)
 		return fmt.Errorf("%w: unsolicited data announced but InitialR2T=Yes", errProtocol)
 	}
+	if c.runInline(p, t) {
+		return nil
+	}
+	t.cdb = append([]byte(nil), t.cdb...) // p is recycled once dispatch returns
 	t.ctx, t.cancel = context.WithCancel(c.ctx)
+	t.seqDone = make(chan error, 2)
+	t.done = make(chan struct{})
 	c.smu.Lock()
 	if len(c.tasks) >= maxTasksFactor*c.srv.cfg.QueueDepth {
 		// Only immediate commands escape the CmdSN window; this many is abuse.
@@ -100,8 +107,8 @@ func (c *conn) scsiCommand(p *pdu.PDU) error {
 	// The first burst lands here; run grows the buffer once the CDB says
 	// how much data the command really takes.
 	if t.write {
-		t.buf = make([]byte, min(t.edtl, int(c.params.FirstBurstLength)))
-		copy(t.buf, immediate)
+		t.buf = bufpool.Get(min(t.edtl, int(c.params.FirstBurstLength)))
+		clear(t.buf[copy(t.buf, immediate):])
 	}
 	t.immLen = len(immediate)
 	if unsolicited > 0 {
@@ -116,8 +123,94 @@ func (c *conn) scsiCommand(p *pdu.PDU) error {
 		defer c.taskWG.Done()
 		defer close(t.done)
 		t.run(unsolicited)
+		// A Data-Out still arriving for this task finds no buffer.
+		t.mu.Lock()
+		b := t.buf
+		t.buf = nil
+		t.mu.Unlock()
+		bufpool.Put(b)
 	}()
 	return nil
+}
+
+// Writes on the reader goroutine: a small WRITE without FUA whose data
+// came whole as immediate data usually completes in a few microseconds
+// (the journal appends it to memory). Running it where its PDU was read
+// saves a goroutine hand-off per command, which was most of the target's
+// latency at queue depth 1, and lets the responses to a batch of requests
+// read at once leave in one system call. Such a command cannot be aborted
+// (the reader does not see a task management request until it returns)
+// and it delays the PDUs behind it, so one that turns out slow (a volume
+// in write-through mode, a journal write-behind, a blocked device) turns
+// the fast path off for the next inlineBackoff commands. Reads, which may
+// wait for a disk, always get their own goroutine.
+const (
+	inlineMax     = 64 << 10
+	inlineSlow    = time.Millisecond
+	inlineBackoff = 64
+)
+
+// runInline executes t on the reader goroutine if it qualifies, reporting
+// whether it did; t has been admitted to the window but not registered.
+func (c *conn) runInline(p *pdu.PDU, t *task) bool {
+	if c.inlineOff > 0 {
+		c.inlineOff--
+		return false
+	}
+	if p.Flags()&0x80 == 0 || c.tgt == nil || t.itt == pdu.ReservedTag || t.edtl > inlineMax {
+		return false
+	}
+	if !t.write || t.read || len(p.Data) != t.edtl || t.edtl == 0 {
+		return false
+	}
+	lun, ok := scsi.DecodeLUN(t.lunField)
+	if !ok {
+		return false
+	}
+	disk := c.tgt.luns[lun]
+	if disk == nil {
+		return false
+	}
+	req, sense := scsi.Parse(t.cdb, disk.BlockSize())
+	if sense != nil {
+		return false
+	}
+	if req.Kind != scsi.KindWrite || req.FUA || req.DataOut != t.edtl {
+		return false
+	}
+	c.smu.Lock()
+	_, dup := c.tasks[t.itt]
+	c.smu.Unlock()
+	if dup {
+		return false
+	}
+	select {
+	case c.sem <- struct{}{}:
+	default:
+		return false
+	}
+	defer func() { <-c.sem }()
+	need := int64(req.DataOut)
+	if !c.mem.TryAcquire(need) {
+		return false
+	}
+	defer c.mem.Release(need)
+	t.inline = true
+	start := time.Now()
+	res := func() (res scsi.Result) {
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("iscsi command panic recovered", "cdb", fmt.Sprintf("%x", t.cdb), "panic", r, "stack", string(debug.Stack()))
+				res = scsi.Check(scsi.SenseInternalError)
+			}
+		}()
+		return disk.Execute(c.ctx, req, p.Data)
+	}()
+	if time.Since(start) > inlineSlow {
+		c.inlineOff = inlineBackoff
+	}
+	t.respond(res, req.DataOut, 0)
+	return true
 }
 
 // dataOut delivers a Data-Out PDU to its task.
@@ -229,8 +322,9 @@ func (t *task) run(unsolicited int) {
 	}
 	if want > len(t.buf) {
 		t.mu.Lock()
-		nb := make([]byte, want)
-		copy(nb, t.buf)
+		nb := bufpool.Get(want)
+		clear(nb[copy(nb, t.buf):])
+		bufpool.Put(t.buf)
 		t.buf = nb
 		t.mu.Unlock()
 	}
@@ -399,7 +493,7 @@ func (t *task) respond(res scsi.Result, cdbOut, _ int) {
 		last.BHS[1] |= 0x01 | flags // S bit with residuals
 		last.BHS[3] = res.Status
 		last.PutU32(44, uint32(residual))
-		c.send(true, t.counted, ps...)
+		t.send(ps...)
 		return
 	}
 	r := &pdu.PDU{}
@@ -414,7 +508,17 @@ func (t *task) respond(res scsi.Result, cdbOut, _ int) {
 		r.Data = binary.BigEndian.AppendUint16(nil, uint16(len(s)))
 		r.Data = append(r.Data, s...)
 	}
-	c.send(true, t.counted, append(ps, r)...)
+	t.send(append(ps, r)...)
+}
+
+// send sends a task's final PDUs; an inline task's wait in the buffer for
+// the reader's next flush.
+func (t *task) send(ps ...*pdu.PDU) {
+	if t.inline {
+		t.c.queue(true, t.counted, ps...)
+		return
+	}
+	t.c.send(true, t.counted, ps...)
 }
 
 // TMF function codes and responses (RFC 7143 section 11.5).

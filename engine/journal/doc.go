@@ -25,10 +25,19 @@
 //	52 12 reserved (0)
 //
 // Records follow back to back from offset 64. A new segment is cut when the
-// current one would exceed the segment size: the current segment is written
-// and fsynced completely, then the new one is written to a temporary name,
-// fsynced, renamed and its directory fsynced. Hence only the newest segment
-// can ever hold a torn tail.
+// current one would exceed the segment size: the current segment is written,
+// truncated to its last record and fsynced completely, then the new one is
+// written to a temporary name, preallocated, fsynced, renamed and its
+// directory fsynced. Hence only the newest segment can ever hold a torn tail.
+//
+// The newest segment is preallocated (fallocate) to the segment size where
+// the file system allows, so that a flush's fdatasync has no file size or
+// block allocation to commit. The bytes past its last record then read as
+// zeros; an all-zero remainder of a segment at or past its synced-through
+// offset is the end of the log, not a record and not damage (a frame is
+// never all zeros: its body length is at least 40). Close truncates the
+// newest segment to its last record, so a cleanly closed log holds exactly
+// its records.
 //
 // The synced-through field is rewritten in place after an fsync with the
 // offset that fsync covered (at most once per MiB of progress or per second,

@@ -171,6 +171,9 @@ func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *Op
 			l.closeFiles()
 			return nil, nil, err
 		}
+		if l.active.written < opts.SegmentSize {
+			preallocate(l.active.f, opts.SegmentSize)
+		}
 	}
 	l.bufOff = l.active.written
 	l.writtenSeq = l.nextSeq - 1
@@ -243,6 +246,10 @@ func (l *Log) openSegment(num uint64, last bool, rep *OpenReport, fn ScanFunc) (
 	seg := &segment{num: num, firstSeq: h.firstSeq, f: f}
 	off := int64(segHeaderSize)
 	for off < int64(len(b)) {
+		if off >= h.syncedThrough && b[off] == 0 && zeroTail(b[off:]) {
+			// Preallocated space past the last record: the end of the log.
+			break
+		}
 		rec, derr := DecodeRecord(b[off:])
 		if derr == nil {
 			derr = l.checkOrder(rec)
@@ -299,7 +306,10 @@ func (l *Log) cutTail(f vfs.File, name string, b []byte, off int64) error {
 		return fmt.Errorf("journal: keep torn tail of %s: %w", name, err)
 	}
 	keep := path.Join(tornDir, fmt.Sprintf("%s.%d.tail", name, off))
-	if err := vfs.WriteFileAtomic(l.opts.FS, keep, b[off:], 0o640); err != nil {
+	// Zeros after the damage are preallocated space, not part of it.
+	tail := b[off:]
+	tail = tail[:lastNonZero(tail)]
+	if err := vfs.WriteFileAtomic(l.opts.FS, keep, tail, 0o640); err != nil {
 		return fmt.Errorf("journal: keep torn tail of %s: %w", name, err)
 	}
 	if err := f.Truncate(off); err != nil {
@@ -325,6 +335,7 @@ func (l *Log) createSegment(num, firstSeq uint64) error {
 	if _, err := f.WriteAt(encodeSegHeader(segHeader{num: num, firstSeq: firstSeq, syncedThrough: segHeaderSize}), 0); err != nil {
 		return fail(err)
 	}
+	preallocate(f, l.opts.SegmentSize)
 	if err := f.Sync(); err != nil {
 		return fail(err)
 	}
@@ -377,6 +388,11 @@ func (l *Log) Append(r *Record, onAppend func(seq uint64, ts int64, loc Loc)) (u
 				return 0, 0, err
 			}
 			continue
+		}
+		if l.buf == nil {
+			// Full size at once: growing a multi-MiB buffer step by step
+			// copies it many times over (and faults in fresh pages).
+			l.buf = make([]byte, 0, l.opts.WriteBehind+bufSlack)
 		}
 		r.Seq = l.nextSeq
 		l.nextSeq++
@@ -521,6 +537,9 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 }
 
 const (
+	// bufSlack is the room past WriteBehind a buffer starts with, for the
+	// record that crosses it.
+	bufSlack  = 256 << 10
 	slotEvery = 1 << 20
 	slotAge   = time.Second
 )
@@ -544,6 +563,14 @@ func (l *Log) rotate(num uint64) error {
 		seg.written = l.bufOff + int64(len(l.buf))
 		l.writtenSeq = l.bufLastSeq
 		l.buf = l.buf[:0]
+	}
+	// A sealed segment ends with its last record: drop the preallocated
+	// rest (made durable by the fsync below, before the next segment
+	// exists).
+	if err := seg.f.Truncate(seg.written); err != nil {
+		err = fmt.Errorf("journal %q: truncate segment %s: %w", l.dir, segName(seg.num), err)
+		l.failed = err
+		return err
 	}
 	if err := seg.f.Sync(); err != nil {
 		err = fmt.Errorf("journal %q: sync segment %s: %w", l.dir, segName(seg.num), err)
@@ -705,6 +732,15 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
+	if a := l.active; err == nil && l.failed == nil && a != nil {
+		// A cleanly closed log has no preallocated tail, so its files
+		// are exactly its records.
+		if terr := a.f.Truncate(a.written); terr != nil {
+			err = fmt.Errorf("journal %q: truncate segment %s: %w", l.dir, segName(a.num), terr)
+		} else if serr := a.f.Sync(); serr != nil {
+			err = fmt.Errorf("journal %q: sync segment %s: %w", l.dir, segName(a.num), serr)
+		}
+	}
 	for _, s := range l.segs {
 		if cerr := s.f.Close(); err == nil {
 			err = cerr

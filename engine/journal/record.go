@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 )
 
 // RecordType tells what a record does.
@@ -112,8 +113,11 @@ func uvarintLen(v uint64) int {
 func appendRecord(dst []byte, r *Record) []byte {
 	body := encodedBodySize(r)
 	start := len(dst)
-	dst = append(dst, make([]byte, frameSize+body)...)
+	// Grow without zeroing what is overwritten anyway: dst is a reused
+	// buffer, so every byte not written below is cleared explicitly.
+	dst = slices.Grow(dst, frameSize+body)[:start+frameSize+body]
 	b := dst[start+frameSize:]
+	clear(b[:bodyHeaderSize])
 	b[0] = byte(r.Type)
 	binary.LittleEndian.PutUint32(b[4:], r.Volume)
 	binary.LittleEndian.PutUint64(b[8:], r.Seq)
@@ -124,6 +128,7 @@ func appendRecord(dst []byte, r *Record) []byte {
 	case TypeWrite:
 		copy(b[bodyHeaderSize:], r.Data)
 	case TypeMarker:
+		clear(b[bodyHeaderSize:])
 		p := b[bodyHeaderSize:bodyHeaderSize]
 		m := r.Marker
 		p = appendBytes(p, []byte(m.ID))

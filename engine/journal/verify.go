@@ -81,6 +81,9 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 		nextSeq = h.firstSeq
 		off := int64(segHeaderSize)
 		for off < int64(len(b)) {
+			if off >= h.syncedThrough && b[off] == 0 && zeroTail(b[off:]) {
+				break // preallocated, never written
+			}
 			rec, err := DecodeRecord(b[off:])
 			if err == nil {
 				switch {

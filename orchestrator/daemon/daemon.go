@@ -1,7 +1,21 @@
-// Package daemon is the minimal Lockstep daemon: it opens a data directory,
-// creates the volumes a policy declares, serves each over iSCSI as a target of
-// its own, and presents volumes at past points in time on request through a
-// local control socket. The orchestrator issue grows it into the full daemon.
+// Package daemon is `lockstep serve`: one process that opens a data
+// directory, serves its volumes over iSCSI, hosts the orchestrator that takes
+// each service's markers, and answers the HTTP API (package api) that the CLI
+// and Prometheus talk to. Policies reach it through plan and apply, which
+// change volumes, targets and schedules all together or not at all.
+//
+// The API listens on TCP (default 127.0.0.1:7460) and every request, /metrics
+// included, carries the token of DATA/api.token. It replaces the unix control
+// socket of the first daemon: one transport, one client, and the token file
+// (0600) grants exactly what the socket's mode did.
+//
+// Files the daemon keeps in the data directory besides the store's:
+//
+//	api.token   the API token, 0600, made at first start
+//	api.addr    the API's address while the daemon runs (for the CLI)
+//	policy.json the applied policy's source files (no secrets: env() and
+//	            file() are resolved again at every start), 0600
+//	catalog.db  the orchestrator's catalog (package boltcat)
 package daemon
 
 import (
@@ -10,6 +24,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -17,142 +33,225 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/blockdev"
+	"github.com/lockstep-io/lockstep/engine/clock"
 	"github.com/lockstep-io/lockstep/engine/iscsi"
 	"github.com/lockstep-io/lockstep/engine/store"
-	"github.com/lockstep-io/lockstep/policies/model"
+	"github.com/lockstep-io/lockstep/orchestrator/api"
 )
 
 // IQNPrefix names targets of volumes that no policy names.
 const IQNPrefix = "iqn.2026-11.io.lockstep:"
 
+// Version is reported by /v1/status.
+var Version = "dev"
+
 // Config configures a Daemon.
 type Config struct {
 	DataDir string
-	// Policy declares services and volumes; nil serves the volumes already
-	// in the data directory.
-	Policy *model.Policy
+	// Policy, when set, is applied at start exactly as `lockstep apply`
+	// would (refusing destroys and shrinks); otherwise the policy applied
+	// last is loaded from the data directory.
+	Policy []api.Source
 	// ISCSIAddr is the portal to listen on (default 127.0.0.1:3260).
 	ISCSIAddr string
-	// ControlSocket is the control API's unix socket (default
-	// DataDir/control.sock, mode 0600).
-	ControlSocket string
-	Logger        *slog.Logger
-	StoreOptions  store.Options
+	// Listen is the HTTP API's address (default api.DefaultAddr).
+	Listen string
+	Logger *slog.Logger
+	Clock  clock.Clock
+	// NewProtector builds the orchestrator the daemon hosts; nil takes
+	// the default (see protector.go).
+	NewProtector func(ctx context.Context, d *Daemon) (Protector, error)
+	StoreOptions store.Options
 }
 
-// Daemon runs the store, the iSCSI target and the control API.
+// Daemon runs the store, the iSCSI target, the orchestrator and the API.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	st    *store.Store
-	srv   *iscsi.Server
-	iscsi net.Listener
+	cfg     Config
+	log     *slog.Logger
+	clk     clock.Clock
+	st      *store.Store
+	srv     *iscsi.Server
+	iscsi   net.Listener
+	apiL    net.Listener
+	token   string
+	prot    Protector
+	started time.Time
+	metrics *metrics
+
+	applyMu sync.Mutex // one plan or apply at a time
+	// hook, set by tests, runs before each apply step and fails it when it
+	// returns an error.
+	hook func(step string) error
 
 	mu      sync.Mutex
-	targets map[string]string // volume name -> IQN of its live target
-	exposed map[string]*Exposure
+	applied *appliedPolicy
+	targets map[string]iscsi.TargetConfig // volume name -> its live target
+	exposed map[string]*exposure
+	io      map[string]*ioCounters // volume name -> counters of its LUN
 }
 
-// Exposure is a volume presented at a past point as a LUN of its own target.
-type Exposure struct {
-	IQN      string    `json:"iqn"`
-	LUN      uint64    `json:"lun"`
-	Portal   string    `json:"portal"`
-	Volume   string    `json:"volume"`
-	At       time.Time `json:"at"`
-	Marker   string    `json:"marker,omitempty"`
-	Writable bool      `json:"writable"`
-	Clone    string    `json:"clone,omitempty"` // writable: the clone volume
-	view     *store.View
+type exposure struct {
+	api.Exposure
+	view *store.View
 }
 
-// New opens the data directory and prepares the targets; Serve starts them.
+// New opens the data directory, the API token, the listeners and the
+// applied policy; Serve starts serving.
 func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.ISCSIAddr == "" {
 		cfg.ISCSIAddr = "127.0.0.1:3260"
 	}
+	if cfg.Listen == "" {
+		cfg.Listen = api.DefaultAddr
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ControlSocket == "" {
-		cfg.ControlSocket = cfg.DataDir + "/control.sock"
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
 	}
 	cfg.StoreOptions.Logger = cfg.Logger
-	st, err := store.Open(ctx, cfg.DataDir, cfg.StoreOptions)
+	if cfg.StoreOptions.Clock == nil {
+		cfg.StoreOptions.Clock = cfg.Clock
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, started: cfg.Clock.Now(),
+		targets: map[string]iscsi.TargetConfig{}, exposed: map[string]*exposure{}, io: map[string]*ioCounters{}}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	var err error
+	tok, created, err := api.LoadOrCreateToken(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, st: st, targets: map[string]string{}, exposed: map[string]*Exposure{}}
-	d.iscsi, err = net.Listen("tcp", cfg.ISCSIAddr)
-	if err != nil {
-		st.Close()
+	d.token = tok
+	if created {
+		d.log.Info("api token created", "file", filepath.Join(cfg.DataDir, api.TokenFile))
+	}
+	if d.st, err = store.Open(ctx, cfg.DataDir, cfg.StoreOptions); err != nil {
+		return nil, err
+	}
+	if d.iscsi, err = net.Listen("tcp", cfg.ISCSIAddr); err != nil {
 		return nil, fmt.Errorf("iscsi portal %s: %w", cfg.ISCSIAddr, err)
 	}
+	if d.apiL, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("api listen address %s: %w (another `lockstep serve` running? choose one with --listen)", cfg.Listen, err)
+	}
+	if ta, ok := d.apiL.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		d.log.Warn("the API listens beyond loopback without TLS: its token crosses the network in clear; put a TLS proxy in front or listen on 127.0.0.1", "listen", d.apiL.Addr().String())
+	}
 	d.srv = iscsi.NewServer(iscsi.ServerConfig{Portal: d.iscsi.Addr().String(), Logger: cfg.Logger})
-	if err := d.addTargets(ctx); err != nil {
-		d.Close()
+	newProt := cfg.NewProtector
+	if newProt == nil {
+		newProt = defaultProtector
+	}
+	if d.prot, err = newProt(ctx, d); err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	d.metrics = newMetrics(d)
+	if err := d.start(ctx); err != nil {
 		return nil, err
 	}
+	ok = true
 	return d, nil
 }
 
-// VolumeName is the store name of a service's volume.
-func VolumeName(service, volume string) string { return service + "/" + volume }
-
-func (d *Daemon) addTargets(ctx context.Context) error {
-	if d.cfg.Policy == nil {
-		for _, vi := range d.st.Volumes() {
-			if vi.Parent != "" {
-				continue
-			}
-			v, err := d.st.Volume(vi.Name)
-			if err != nil {
-				return err
-			}
-			if err := d.addTarget(vi.Name, iscsi.TargetConfig{IQN: DefaultIQN(vi.Name), Alias: vi.Name}, v); err != nil {
-				return err
-			}
+// start brings up what the applied policy (or cfg.Policy) declares.
+func (d *Daemon) start(ctx context.Context) error {
+	if d.cfg.Policy != nil {
+		// The applied policy is what --policy is planned against, so that
+		// its changes are checked (no silent destroy or shrink) and its
+		// version goes on; it is not activated.
+		if ap, err := loadApplied(d.cfg.DataDir); err != nil {
+			d.log.Warn("the previously applied policy does not load; --policy replaces it", "err", err)
+		} else {
+			d.applied = ap
 		}
-		return nil
+		res, err := d.apply(ctx, d.cfg.Policy, false, false)
+		if err != nil {
+			return fmt.Errorf("policy given with --policy: %w", err)
+		}
+		if res.Plan.Invalid {
+			return fmt.Errorf("policy given with --policy is invalid:\n%s", res.Plan.Diagnostics)
+		}
+		return d.serveUnmanaged()
 	}
-	for _, svc := range d.cfg.Policy.Services {
-		for _, pv := range svc.Volumes {
-			name := VolumeName(svc.Name, pv.Name)
-			v, err := d.st.Volume(name)
-			if errors.Is(err, store.ErrNotFound) {
-				v, err = d.st.CreateVolume(ctx, store.VolumeSpec{Name: name, Size: pv.Size, BlockSize: pv.BlockSize})
-				if err == nil {
-					d.log.Info("volume created", "volume", name, "size", pv.Size, "block_size", pv.BlockSize)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("service %q volume %q: %w", svc.Name, pv.Name, err)
-			}
-			if v.Size() != pv.Size || v.BlockSize() != pv.BlockSize {
-				return fmt.Errorf("service %q volume %q: the policy says %d bytes in %d-byte blocks, the data directory has %d in %d; resizing is not supported yet", svc.Name, pv.Name, pv.Size, pv.BlockSize, v.Size(), v.BlockSize())
-			}
-			tc := iscsi.TargetConfig{IQN: pv.TargetName, Alias: name, AllowedInitiators: pv.Initiators}
-			if pv.CHAP != nil {
-				tc.CHAP = &iscsi.CHAPConfig{Username: pv.CHAP.Username, Secret: pv.CHAP.Secret.Reveal(),
-					MutualUsername: pv.CHAP.MutualUsername, MutualSecret: pv.CHAP.MutualSecret.Reveal()}
-			}
-			if err := d.addTarget(name, tc, v); err != nil {
-				return fmt.Errorf("service %q volume %q: %w", svc.Name, pv.Name, err)
-			}
+	ap, err := loadApplied(d.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if ap != nil {
+		if err := d.activate(ctx, ap); err != nil {
+			return err
+		}
+	}
+	return d.serveUnmanaged()
+}
+
+// serveUnmanaged gives every volume that has no target yet (no policy
+// names it) a default one, so a data directory is reachable without a
+// policy.
+func (d *Daemon) serveUnmanaged() error {
+	for _, vi := range d.st.Volumes() {
+		d.mu.Lock()
+		_, has := d.targets[vi.Name]
+		managed := d.applied != nil && d.applied.volume(vi.Name) != nil
+		d.mu.Unlock()
+		if has || managed || vi.Parent != "" {
+			continue
+		}
+		v, err := d.st.Volume(vi.Name)
+		if err != nil {
+			return err
+		}
+		if err := d.addTarget(iscsi.TargetConfig{IQN: DefaultIQN(vi.Name), Alias: vi.Name}, v); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (d *Daemon) addTarget(volume string, tc iscsi.TargetConfig, dev blockdev.Device) error {
-	tc.LUNs = []iscsi.LUNConfig{{ID: 0, Device: dev}}
+// VolumeName is the store name of a service's volume.
+func VolumeName(service, volume string) string { return service + "/" + volume }
+
+func (d *Daemon) addTarget(tc iscsi.TargetConfig, v *store.Volume) error {
+	d.mu.Lock()
+	c := d.io[v.Name()]
+	if c == nil {
+		c = &ioCounters{}
+		d.io[v.Name()] = c
+	}
+	d.mu.Unlock()
+	tc.LUNs = []iscsi.LUNConfig{{ID: 0, Device: &countingDevice{Device: v, c: c}}}
 	if err := d.srv.AddTarget(tc); err != nil {
-		return err
+		return fmt.Errorf("volume %q target %s: %w", v.Name(), tc.IQN, err)
 	}
 	d.mu.Lock()
-	d.targets[volume] = tc.IQN
+	d.targets[v.Name()] = tc
 	d.mu.Unlock()
-	d.log.Info("iscsi target", "iqn", tc.IQN, "portal", d.iscsi.Addr().String(), "chap", tc.CHAP != nil, "initiators", len(tc.AllowedInitiators))
+	d.log.Info("iscsi target", "iqn", tc.IQN, "volume", v.Name(), "portal", d.Portal(), "chap", tc.CHAP != nil, "initiators", len(tc.AllowedInitiators))
+	return nil
+}
+
+func (d *Daemon) removeTarget(volume string) error {
+	d.mu.Lock()
+	tc, ok := d.targets[volume]
+	d.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := d.srv.RemoveTarget(tc.IQN); err != nil {
+		return fmt.Errorf("volume %q target %s: %w", volume, tc.IQN, err)
+	}
+	d.mu.Lock()
+	delete(d.targets, volume)
+	d.mu.Unlock()
 	return nil
 }
 
@@ -166,25 +265,52 @@ func DefaultIQN(volume string) string {
 // Store is the daemon's data directory.
 func (d *Daemon) Store() *store.Store { return d.st }
 
+// Logger is the daemon's logger.
+func (d *Daemon) Logger() *slog.Logger { return d.log }
+
+// Clock is the daemon's clock.
+func (d *Daemon) Clock() clock.Clock { return d.clk }
+
 // Portal is the iSCSI portal address.
 func (d *Daemon) Portal() string { return d.iscsi.Addr().String() }
 
-// Serve runs the iSCSI portal and the control API until ctx ends.
+// Addr is the HTTP API's address.
+func (d *Daemon) Addr() string { return d.apiL.Addr().String() }
+
+// Token is the API's bearer token (for in-process tests).
+func (d *Daemon) Token() string { return d.token }
+
+// Serve runs the iSCSI portal, the orchestrator and the API until ctx ends.
+// It writes the API's address to DATA/api.addr for the CLI and removes it
+// on return.
 func (d *Daemon) Serve(ctx context.Context) error {
-	ctl, err := listenControl(d.cfg.ControlSocket)
-	if err != nil {
-		return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	addrFile := filepath.Join(d.cfg.DataDir, api.AddrFile)
+	if err := api.WriteFileAtomic(addrFile, []byte(d.Addr()+"\n"), 0o644); err != nil {
+		return fmt.Errorf("api address file: %w", err)
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- d.srv.Serve(ctx, d.iscsi) }()
-	go func() { errc <- d.serveControl(ctx, ctl) }()
-	d.log.Info("lockstep serving", "data", d.cfg.DataDir, "iscsi", d.Portal(), "control", d.cfg.ControlSocket)
+	defer os.Remove(addrFile)
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- d.srv.Serve(ctx, d.iscsi) }()
+	go func() { defer wg.Done(); errc <- d.serveAPI(ctx, d.apiL) }()
+	go func() { defer wg.Done(); errc <- d.prot.Run(ctx) }()
+	d.log.Info("lockstep serving", "data", d.cfg.DataDir, "iscsi", d.Portal(), "api", d.Addr(), "orchestrator", d.prot.Kind())
+	var err error
 	select {
 	case <-ctx.Done():
-		return nil
-	case err := <-errc:
-		return err
+	case err = <-errc:
+		if errors.Is(err, context.Canceled) || errors.Is(err, iscsi.ErrClosed) {
+			err = nil
+		}
 	}
+	cancel()
+	d.srv.Close()
+	wg.Wait()
+	d.log.Info("lockstep stopped", "data", d.cfg.DataDir)
+	return err
 }
 
 // ParsePoint resolves --at: RFC 3339, a relative "-15m", or Unix nanoseconds.
@@ -206,21 +332,13 @@ func ParsePoint(now time.Time, s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2026-11-23T14:00:00Z), a relative time (-15m) or Unix nanoseconds", s)
 }
 
-// ExposeRequest asks for a volume at a point in time.
-type ExposeRequest struct {
-	Volume   string `json:"volume"`
-	At       string `json:"at,omitempty"`     // see ParsePoint
-	Marker   string `json:"marker,omitempty"` // a marker id instead of At
-	Writable bool   `json:"writable,omitempty"`
-}
-
 // Expose presents a volume as it was at a point in time as a new target:
 // read-only, or a copy-on-write clone whose writes never touch the
 // original's journal.
-func (d *Daemon) Expose(ctx context.Context, req ExposeRequest) (*Exposure, error) {
+func (d *Daemon) Expose(ctx context.Context, req api.ExposeRequest) (*api.Exposure, error) {
 	v, err := d.st.Volume(req.Volume)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("expose %q: %w", req.Volume, err)
 	}
 	var at time.Time
 	switch {
@@ -236,16 +354,16 @@ func (d *Daemon) Expose(ctx context.Context, req ExposeRequest) (*Exposure, erro
 		}
 		at = time.Unix(0, m.TS)
 	case req.At != "":
-		if at, err = ParsePoint(time.Now(), req.At); err != nil {
+		if at, err = ParsePoint(d.clk.Now(), req.At); err != nil {
 			return nil, err
 		}
 	default:
 		return nil, errors.New("expose: give --at TIME or --marker ID")
 	}
 	ts := at.UnixNano()
-	e := &Exposure{Volume: req.Volume, At: at.UTC(), Marker: req.Marker, Writable: req.Writable, Portal: d.Portal()}
+	e := &exposure{Exposure: api.Exposure{Volume: req.Volume, At: at.UTC(), Marker: req.Marker, Writable: req.Writable, Portal: d.Portal()}}
 	d.mu.Lock()
-	base := d.targets[req.Volume]
+	base := d.targets[req.Volume].IQN
 	d.mu.Unlock()
 	if base == "" {
 		base = DefaultIQN(req.Volume)
@@ -278,7 +396,8 @@ func (d *Daemon) Expose(ctx context.Context, req ExposeRequest) (*Exposure, erro
 	d.exposed[e.IQN] = e
 	d.mu.Unlock()
 	d.log.Info("volume exposed", "volume", req.Volume, "at", e.At, "iqn", e.IQN, "writable", req.Writable)
-	return e, nil
+	out := e.Exposure
+	return &out, nil
 }
 
 func contains(list []string, s string) bool {
@@ -298,7 +417,7 @@ func (d *Daemon) Unexpose(ctx context.Context, iqn string, keep bool) error {
 	delete(d.exposed, iqn)
 	d.mu.Unlock()
 	if e == nil {
-		return fmt.Errorf("unexpose: no exposure %q", iqn)
+		return fmt.Errorf("unexpose: no exposure %q (see `lockstep volume list`): %w", iqn, errNotFound)
 	}
 	if err := d.srv.RemoveTarget(iqn); err != nil {
 		return fmt.Errorf("unexpose %q: %w", iqn, err)
@@ -309,7 +428,7 @@ func (d *Daemon) Unexpose(ctx context.Context, iqn string, keep bool) error {
 	return d.release(ctx, e)
 }
 
-func (d *Daemon) release(ctx context.Context, e *Exposure) error {
+func (d *Daemon) release(ctx context.Context, e *exposure) error {
 	if e.view != nil {
 		e.view.Close()
 	}
@@ -320,35 +439,29 @@ func (d *Daemon) release(ctx context.Context, e *Exposure) error {
 }
 
 // Exposures lists the live exposures.
-func (d *Daemon) Exposures() []*Exposure {
+func (d *Daemon) Exposures() []api.Exposure {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]*Exposure, 0, len(d.exposed))
+	out := make([]api.Exposure, 0, len(d.exposed))
 	for _, e := range d.exposed {
-		out = append(out, e)
+		out = append(out, e.Exposure)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IQN < out[j].IQN })
 	return out
 }
 
-// VolumeStatus is one served volume.
-type VolumeStatus struct {
-	store.VolumeInfo
-	IQN string `json:"iqn,omitempty"`
-}
-
 // Volumes lists the volumes and their targets.
-func (d *Daemon) Volumes() []VolumeStatus {
+func (d *Daemon) Volumes() []api.VolumeStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []VolumeStatus
+	out := []api.VolumeStatus{}
 	for _, vi := range d.st.Volumes() {
-		out = append(out, VolumeStatus{VolumeInfo: vi, IQN: d.targets[vi.Name]})
+		out = append(out, api.VolumeStatus{VolumeInfo: vi, IQN: d.targets[vi.Name].IQN})
 	}
 	return out
 }
 
-// Close stops serving and closes the data directory.
+// Close stops serving and closes the orchestrator and the data directory.
 func (d *Daemon) Close() error {
 	if d.srv != nil {
 		d.srv.Close()
@@ -356,10 +469,22 @@ func (d *Daemon) Close() error {
 	if d.iscsi != nil {
 		d.iscsi.Close()
 	}
-	for _, e := range d.Exposures() {
+	if d.apiL != nil {
+		d.apiL.Close()
+	}
+	d.mu.Lock()
+	for _, e := range d.exposed {
 		if e.view != nil {
 			e.view.Close()
 		}
 	}
-	return d.st.Close()
+	d.mu.Unlock()
+	var err error
+	if d.prot != nil {
+		err = d.prot.Close()
+	}
+	if d.st != nil {
+		err = errors.Join(err, d.st.Close())
+	}
+	return err
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/lockstep-io/lockstep/engine/store"
 	"github.com/lockstep-io/lockstep/internal/testenv"
-	"github.com/lockstep-io/lockstep/policies/model"
+	"github.com/lockstep-io/lockstep/orchestrator/api"
 )
 
 // qemuIO runs qemu-io (libiscsi inside QEMU: a real initiator) on a LUN.
@@ -27,40 +27,78 @@ func qemuIO(t *testing.T, portal, iqn, cmd string, flags ...string) (string, err
 	return s, err
 }
 
-func startDaemon(t *testing.T, pol *model.Policy) (*Daemon, string) {
+// testDaemon is a daemon serving in-process on loopback ports.
+type testDaemon struct {
+	*Daemon
+	dir  string
+	c    *api.Client
+	stop func()
+}
+
+// startDaemon opens dir (a new one when empty) with the policy srcs (nil:
+// the applied one) and serves it until the test ends or stop is called.
+func startDaemon(t *testing.T, dir string, srcs []api.Source, opts ...func(*Config)) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	cfg := Config{DataDir: dir, Policy: srcs, ISCSIAddr: "127.0.0.1:0", Listen: "127.0.0.1:0"}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, Config{DataDir: dir, Policy: pol, ISCSIAddr: "127.0.0.1:0"})
+	d, err := New(ctx, cfg)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		d.Close()
-	})
-	for i := 0; i < 100; i++ {
-		if _, err := Dial(filepath.Join(dir, "control.sock")); err == nil {
-			break
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
 	}
-	return d, dir
+	t.Cleanup(stop)
+	return &testDaemon{Daemon: d, dir: dir, c: api.New(d.Addr(), d.Token()), stop: stop}
 }
 
-func shopPolicy() *model.Policy {
-	return &model.Policy{Services: []*model.Service{{Name: "shop", Volumes: []*model.Volume{
-		{Name: "db", Size: 64 << 20, BlockSize: 512, TargetName: "iqn.2026-11.io.lockstep:shop.db"},
-		{Name: "wal", Size: 16 << 20, BlockSize: 4096, TargetName: "iqn.2026-11.io.lockstep:shop.wal"},
-	}}}}
+// policy returns one policy file as the CLI sends it.
+func policy(text string) []api.Source {
+	return []api.Source{{Filename: "/policies/test.lockstep.hcl", Text: text}}
 }
+
+const shopHCL = `service "shop" {
+  volume "db" {
+    size        = "64MiB"
+    block_size  = 512
+    target_name = "iqn.2026-11.io.lockstep:shop.db"
+  }
+  volume "wal" {
+    size        = "16MiB"
+    target_name = "iqn.2026-11.io.lockstep:shop.wal"
+  }
+  consistency {
+    every = "1h"
+  }
+  rpo {
+    journal = "2h"
+  }
+}
+`
 
 func TestExposeThroughRealInitiator(t *testing.T) {
 	testenv.LookPath(t, "qemu-io")
-	d, dir := startDaemon(t, shopPolicy())
+	d := startDaemon(t, "", policy(shopHCL))
 	ctx := context.Background()
 	portal := d.Portal()
 	const db = "iqn.2026-11.io.lockstep:shop.db"
@@ -78,13 +116,9 @@ func TestExposeThroughRealInitiator(t *testing.T) {
 		t.Fatalf("second write: %v\n%s", err, out)
 	}
 
-	// Through the control socket, as the CLI does.
-	c, err := Dial(filepath.Join(dir, "control.sock"))
+	// Through the API, as the CLI does.
+	ro, err := d.c.Expose(ctx, api.ExposeRequest{Volume: "shop/db", Marker: m.ID})
 	if err != nil {
-		t.Fatal(err)
-	}
-	var ro Exposure
-	if err := c.Do(ctx, "POST", "/v0/expose", ExposeRequest{Volume: "shop/db", Marker: m.ID}, &ro); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := qemuIO(t, portal, ro.IQN, "read -P 0xaa 0 1M", "-r"); err != nil {
@@ -93,9 +127,8 @@ func TestExposeThroughRealInitiator(t *testing.T) {
 	if out, err := qemuIO(t, portal, ro.IQN, "write -P 0xcc 0 4k"); err == nil {
 		t.Fatalf("write to a read-only point-in-time LUN succeeded:\n%s", out)
 	}
-
-	var rw Exposure
-	if err := c.Do(ctx, "POST", "/v0/expose", ExposeRequest{Volume: "shop/db", Marker: m.ID, Writable: true}, &rw); err != nil {
+	rw, err := d.c.Expose(ctx, api.ExposeRequest{Volume: "shop/db", Marker: m.ID, Writable: true})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := qemuIO(t, portal, rw.IQN, "write -P 0xcc 0 64k"); err != nil {
@@ -110,17 +143,12 @@ func TestExposeThroughRealInitiator(t *testing.T) {
 	if out, err := qemuIO(t, portal, db, "read -P 0xbb 0 1M"); err != nil {
 		t.Fatalf("the clone's write reached the original: %v\n%s", err, out)
 	}
-
-	// A point outside the journal window is refused with a clear error.
-	var bad Exposure
-	err = c.Do(ctx, "POST", "/v0/expose", ExposeRequest{Volume: "shop/db", At: "2001-01-01T00:00:00Z"}, &bad)
+	_, err = d.c.Expose(ctx, api.ExposeRequest{Volume: "shop/db", At: "2001-01-01T00:00:00Z"})
 	if err == nil || !strings.Contains(err.Error(), "outside the journal window") {
 		t.Fatalf("expose before the window: %v", err)
 	}
-
-	var gone map[string]string
-	for _, e := range []Exposure{ro, rw} {
-		if err := c.Do(ctx, "POST", "/v0/unexpose", map[string]any{"iqn": e.IQN}, &gone); err != nil {
+	for _, e := range []api.Exposure{ro, rw} {
+		if err := d.c.Unexpose(ctx, api.UnexposeRequest{IQN: e.IQN}); err != nil {
 			t.Fatal(err)
 		}
 		if out, err := qemuIO(t, portal, e.IQN, "read 0 4k"); err == nil {
@@ -130,20 +158,10 @@ func TestExposeThroughRealInitiator(t *testing.T) {
 	if _, err := d.Store().Volume(rw.Clone); err == nil {
 		t.Fatalf("clone %s survived unexpose", rw.Clone)
 	}
-}
-
-func TestPolicySizeMismatchIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	ctx := context.Background()
-	d, err := New(ctx, Config{DataDir: dir, Policy: shopPolicy(), ISCSIAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	p := shopPolicy()
-	p.Services[0].Volumes[0].Size = 128 << 20
-	if _, err := New(ctx, Config{DataDir: dir, Policy: p, ISCSIAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "resizing is not supported") {
-		t.Fatalf("resize: %v", err)
+	// The iSCSI traffic is counted per volume.
+	body := scrape(t, d)
+	if !strings.Contains(body, `lockstep_iscsi_bytes_total{op="write",volume="shop/db"}`) {
+		t.Fatalf("no iSCSI write counter for shop/db in /metrics")
 	}
 }
 
@@ -161,5 +179,14 @@ func TestParsePoint(t *testing.T) {
 	}
 	if _, err := ParsePoint(now, "yesterday-ish"); err == nil {
 		t.Fatal("nonsense accepted")
+	}
+}
+
+func TestDefaultIQN(t *testing.T) {
+	if got := DefaultIQN("Shop/DB_1"); got != IQNPrefix+"shop.db-1" {
+		t.Fatalf("DefaultIQN = %q", got)
+	}
+	if filepath.Base(PolicyFile) != PolicyFile {
+		t.Fatal("policy file must live in the data directory itself")
 	}
 }

@@ -6,11 +6,22 @@ package builtin
 import (
 	"sort"
 
+	"github.com/lockstep-io/lockstep/plugins/builtin/exec"
+	"github.com/lockstep-io/lockstep/plugins/builtin/fsfreeze"
+	"github.com/lockstep-io/lockstep/plugins/builtin/mail"
+	"github.com/lockstep-io/lockstep/plugins/builtin/mysql"
+	"github.com/lockstep-io/lockstep/plugins/builtin/postgres"
 	"github.com/lockstep-io/lockstep/plugins/sdk"
 )
 
 // registry maps a built-in plugin's name to its constructor.
-var registry = map[string]func() sdk.Plugin{}
+var registry = map[string]func() sdk.Plugin{
+	"exec":     exec.New,
+	"fsfreeze": fsfreeze.New,
+	"mail":     mail.New,
+	"mysql":    mysql.New,
+	"postgres": postgres.New,
+}
 
 // Lookup returns a new instance of the built-in plugin called name.
 func Lookup(name string) (sdk.Plugin, bool) {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+
+	"github.com/lockstep-io/lockstep/engine/iscsi/internal/bufpool"
 )
 
 // BHSLen is the size of the basic header segment.
@@ -198,7 +200,7 @@ func (p *PDU) readRest(r io.Reader, maxData int, d Digests) error {
 		}
 	}
 	if dl > 0 {
-		buf := make([]byte, (dl+3)&^3)
+		buf := bufpool.Get((dl + 3) &^ 3)
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return fmt.Errorf("pdu: reading data segment: %w", noEOF(err))
 		}
@@ -213,6 +215,16 @@ func (p *PDU) readRest(r io.Reader, maxData int, d Digests) error {
 		}
 	}
 	return nil
+}
+
+// Release recycles the data segment of a PDU that Read or ReadDigests
+// returned. Neither p.Data nor any slice of it may be used afterwards;
+// without Release the garbage collector reclaims it as usual.
+func (p *PDU) Release() {
+	if p.Data != nil {
+		bufpool.Put(p.Data[:0])
+		p.Data = nil
+	}
 }
 
 // Decode parses a PDU from a complete buffer, as Read would.
