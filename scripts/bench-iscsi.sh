@@ -150,7 +150,7 @@ measure() {
 # alternating which target goes first; the table shows the median and the
 # range.
 for ((r = 1; r <= REPEAT; r++)); do
-	echo "round $r of $REPEAT" >&2
+	echo "round $r of $REPEAT (load average $(cut -d" " -f1-3 /proc/loadavg))" >&2
 	for row in "${rows[@]}"; do
 		key=${row%%|*}
 		if ((r % 2)); then order=(tgtd lockstep); else order=(lockstep tgtd); fi

@@ -119,7 +119,7 @@ reached, 2 usage error.`,
 		},
 	}
 	unexpose.Flags().BoolVar(&keep, "keep", false, "keep a writable exposure's clone volume")
-	vc.AddCommand(list, expose, unexpose)
+	vc.AddCommand(list, expose, unexpose, newVolumeRestoreCmd(&asJSON))
 	rootCmd.AddCommand(vc)
 }
 

@@ -162,7 +162,7 @@ func (c *Client) stream(ctx context.Context, path string, in any, progress func(
 		var line RestoreLine
 		if err := dec.Decode(&line); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return res, fmt.Errorf("daemon at %s: the restore stream ended without a result; the restore may still be running: see `lockstep restores`", c.addr)
+				return res, fmt.Errorf("daemon at %s: the connection ended before the restore did (did the daemon stop?); see `lockstep restores`: an unfinished restore goes on with `lockstep restore --resume ID`", c.addr)
 			}
 			if ctx.Err() != nil {
 				return res, fmt.Errorf("stopped following the restore (it goes on in the daemon; see `lockstep restores`): %w", ctx.Err())

@@ -88,6 +88,8 @@ type Daemon struct {
 	targets map[string]iscsi.TargetConfig // volume name -> its live target
 	exposed map[string]*exposure
 	io      map[string]*ioCounters // volume name -> counters of its LUN
+
+	rs *restores // see restore.go
 }
 
 type exposure struct {
@@ -156,6 +158,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.metrics = newMetrics(d)
 	if err := d.start(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.openRestores(ctx); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -307,6 +312,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}
 	}
 	cancel()
+	d.rs.close()
 	d.srv.Close()
 	wg.Wait()
 	d.log.Info("lockstep stopped", "data", d.cfg.DataDir)
@@ -479,6 +485,9 @@ func (d *Daemon) Close() error {
 		}
 	}
 	d.mu.Unlock()
+	if d.rs != nil {
+		d.rs.close()
+	}
 	var err error
 	if d.prot != nil {
 		err = d.prot.Close()

@@ -184,7 +184,7 @@ type hostPlugins struct {
 
 func (h *hostPlugins) Plugin(_ context.Context, svc *model.Service, app *model.App) (sdk.Plugin, error) {
 	if hn := app.Host(); hn != "" {
-		return nil, fmt.Errorf("app %q of service %q runs on host %q: remote agents are not available yet", app.Name, svc.Name, hn)
+		return h.d.remotePlugin(svc, app) // through the host's agent (agents.go)
 	}
 	var decl *model.Plugin
 	h.d.mu.Lock()
@@ -238,6 +238,7 @@ func (h *hostPlugins) launch(name string, decl *model.Plugin) (*host.Client, err
 }
 
 func (h *hostPlugins) Close() {
+	closeAgents(h.d)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for k, c := range h.clients {

@@ -71,8 +71,12 @@ func (d *Daemon) handler() http.Handler {
 		res, err := d.Apply(r.Context(), req.Sources, req.AllowDestroy)
 		reply(w, res, err)
 	})
+	d.restoreRoutes(mux)
 	mux.Handle("GET /metrics", d.metrics.handler())
-	return d.authenticate(mux)
+	// Agents (agents.go); enrolment is authenticated by its token's MAC,
+	// not by the API token.
+	d.agentRoutes(mux)
+	return d.agentEnrollRoute(d.authenticate(mux))
 }
 
 // authenticate lets a request through only with the daemon's token. The

@@ -1,0 +1,5 @@
+//go:build !race
+
+package restore_test
+
+const raceOn = false
