@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/lockstep-io/lockstep/engine/blockdev"
 	"github.com/lockstep-io/lockstep/engine/journal"
 )
 
@@ -58,6 +59,13 @@ func (s *Store) Mark(ctx context.Context, spec MarkSpec) (*Marker, error) {
 		spec.ID = "m-" + hex.EncodeToString(b[:])
 	}
 	rec := &journal.MarkerRec{ID: spec.ID, Service: spec.Service, Class: spec.Class, Evidence: spec.Evidence}
+	s.fenceMu.RLock()
+	appended := false
+	defer func() {
+		if !appended {
+			s.fenceMu.RUnlock()
+		}
+	}()
 	s.mu.Lock()
 	if _, dup := s.markers[spec.ID]; dup {
 		s.mu.Unlock()
@@ -69,6 +77,10 @@ func (s *Store) Mark(ctx context.Context, spec MarkSpec) (*Marker, error) {
 			s.mu.Unlock()
 			return nil, fmt.Errorf("store: marker for service %q: %w: %q", spec.Service, ErrNotFound, name)
 		}
+		if v.fenced.Load() {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("store: marker for service %q: volume %q: %w (a restore is rolling it)", spec.Service, name, blockdev.ErrFenced)
+		}
 		rec.Volumes = append(rec.Volumes, v.id)
 	}
 	s.mu.Unlock()
@@ -77,6 +89,8 @@ func (s *Store) Mark(ctx context.Context, spec MarkSpec) (*Marker, error) {
 	seq, _, err := s.log.Append(r, func(seq uint64, ts int64, _ journal.Loc) {
 		m.Seq, m.TS = seq, ts
 	})
+	appended = true
+	s.fenceMu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("store: marker %q: %w", spec.ID, err)
 	}

@@ -56,6 +56,10 @@ type Store struct {
 	segVols map[uint64]map[uint32]int64 // segment -> volume -> newest timestamp
 
 	foldMu sync.Mutex // one fold at a time
+
+	// fenceMu orders fencing against markers: Mark holds it shared from
+	// its fence check through its append, SetFenced exclusively.
+	fenceMu sync.RWMutex
 }
 
 // VolumeSpec describes a new volume.

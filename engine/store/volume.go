@@ -67,8 +67,17 @@ func (v *Volume) Size() int64 { return v.st.Size }
 func (v *Volume) ReadOnly() bool { return false }
 
 // SetFenced makes every I/O fail with blockdev.ErrFenced while a restore
-// rolls the volume.
-func (v *Volume) SetFenced(on bool) { v.fenced.Store(on) }
+// rolls the volume, and makes Mark refuse markers naming it: a marker in the
+// middle of a roll would record a half-restored point. A Mark already past
+// its check finishes before SetFenced returns.
+func (v *Volume) SetFenced(on bool) {
+	v.s.fenceMu.Lock()
+	v.fenced.Store(on)
+	v.s.fenceMu.Unlock()
+}
+
+// Fenced reports whether the volume is fenced.
+func (v *Volume) Fenced() bool { return v.fenced.Load() }
 
 // Info describes the volume.
 func (v *Volume) Info() VolumeInfo {

@@ -64,7 +64,8 @@ type Info struct {
 type App struct {
 	Service string // the service the app belongs to
 	Name    string // the app block's name
-	// Volumes are the service's volumes the app lives on, by policy name.
+	// Volumes are the service's volumes the app lives on, by their Lockstep
+	// names ("service/volume", as `lockstep volume list` shows them).
 	Volumes []string
 	Config  Config
 }
