@@ -42,7 +42,7 @@ const agentProbeEvery = 15 * time.Second
 const agentProbeTimeout = 5 * time.Second
 
 // daemonAgents is the daemon's side of its agents. The Daemon struct is
-// not this file's, so each daemon's is kept in agentsOf's map.
+// not this file's, so each daemon's is kept in agentsMap (see agents).
 type daemonAgents struct {
 	d   *Daemon
 	reg *agent.Registry

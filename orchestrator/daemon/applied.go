@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/orchestrator/api"
+	"github.com/lockstep-io/lockstep/orchestrator/pluginschemas"
+	"github.com/lockstep-io/lockstep/plugins/host"
 	"github.com/lockstep-io/lockstep/policies/model"
 	"github.com/lockstep-io/lockstep/policies/parse"
 )
@@ -55,21 +58,32 @@ func (a *appliedPolicy) volume(name string) *model.Volume {
 	return nil
 }
 
-// parseSources resolves policy sources in the daemon's environment. The
-// rendered diagnostics (warnings too) come back as text; pol is nil when
-// any is an error.
-func parseSources(srcs []api.Source) (pol *model.Policy, diags string) {
+// parseSources resolves policy sources in the daemon's environment, against
+// the built-in plugins and those installed in dataDir/plugins (whose pins
+// must match). The rendered diagnostics (warnings too) come back as text;
+// pol is nil when any is an error.
+func parseSources(dataDir string, srcs []api.Source) (pol *model.Policy, diags string) {
 	ps := make([]parse.Source, len(srcs))
 	for i, s := range srcs {
 		ps[i] = parse.Source{Filename: s.Filename, Bytes: []byte(s.Text)}
 	}
-	res := parse.Parse(ps, parse.Options{})
+	m := host.NewManager(filepath.Join(dataDir, "plugins"), host.Options{})
+	schemas := pluginschemas.New(m)
+	res := parse.Parse(ps, parse.Options{Plugins: schemas})
+	var b bytes.Buffer
 	if len(res.Diagnostics) > 0 {
-		var b bytes.Buffer
 		res.WriteDiagnostics(&b, 100, false)
-		diags = b.String()
 	}
-	return res.Policy, diags
+	pol = res.Policy
+	problems := schemas.Problems()
+	if pol != nil {
+		problems = append(problems, pluginschemas.Verify(context.Background(), pol, m)...)
+	}
+	for _, err := range problems {
+		fmt.Fprintf(&b, "Error: %v\n", err)
+		pol = nil
+	}
+	return pol, b.String()
 }
 
 // hashSources identifies a policy by its files' names and contents.
@@ -97,7 +111,7 @@ func loadApplied(dir string) (*appliedPolicy, error) {
 	if err := json.Unmarshal(b, &a); err != nil {
 		return nil, fmt.Errorf("applied policy %s is damaged: %w", path, err)
 	}
-	pol, diags := parseSources(a.Sources)
+	pol, diags := parseSources(dir, a.Sources)
 	if pol == nil {
 		return nil, fmt.Errorf("the applied policy (version %d, %s) no longer resolves; env() secrets come from the daemon's environment and file() secrets from its file system. Fix that, or start with --policy DIR to apply a new one:\n%s", a.Version, path, diags)
 	}

@@ -46,7 +46,7 @@ func (d *Daemon) apply(ctx context.Context, srcs []api.Source, allowDestroy, dry
 	if len(srcs) == 0 {
 		return nil, fmt.Errorf("%w: no policy files given", errInvalid)
 	}
-	pol, diags := parseSources(srcs)
+	pol, diags := parseSources(d.cfg.DataDir, srcs)
 	if pol == nil {
 		if dryRun {
 			return &api.ApplyResult{Plan: api.Plan{Invalid: true, Diagnostics: diags}}, nil

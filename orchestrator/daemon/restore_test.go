@@ -302,7 +302,7 @@ func TestRestoreThroughDaemon(t *testing.T) {
 }
 
 func TestDependencyOrder(t *testing.T) {
-	pol, diags := parseSources(policy(restoreHCL("/tmp/x", "/tmp/y")))
+	pol, diags := parseSources(t.TempDir(), policy(restoreHCL("/tmp/x", "/tmp/y")))
 	if pol == nil {
 		t.Fatal(diags)
 	}
