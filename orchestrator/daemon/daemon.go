@@ -16,6 +16,11 @@
 //	policy.json the applied policy's source files (no secrets: env() and
 //	            file() are resolved again at every start), 0600
 //	catalog.db  the orchestrator's catalog (package boltcat)
+//	plugins/    vendor plugins installed by `lockstep plugin install`
+//	restores/   one durable record per restore (resume, undo)
+//	pki/        the CA that certifies agents and the daemon's client
+//	            certificate, keys 0600, made at the first `agent token`
+//	agents/     enrolled agents: name, address, certificate serial
 package daemon
 
 import (
