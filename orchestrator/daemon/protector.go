@@ -219,9 +219,9 @@ func (h *hostPlugins) Plugin(_ context.Context, svc *model.Service, app *model.A
 // must then be pinned by checksum since go-plugin verifies it at every launch.
 func (h *hostPlugins) launch(name string, decl *model.Plugin) (*host.Client, error) {
 	if decl == nil || decl.Builtin() {
-		return host.Builtin(name, host.Options{})
+		return host.Builtin(name, h.opts())
 	}
-	m := host.NewManager(filepath.Join(h.d.cfg.DataDir, "plugins"), host.Options{})
+	m := host.NewManager(filepath.Join(h.d.cfg.DataDir, "plugins"), h.opts())
 	if man, err := m.Info(decl.Name); err == nil {
 		if decl.SHA256 != "" && !strings.EqualFold(decl.SHA256, man.SHA256) {
 			return nil, fmt.Errorf("installed plugin %q has sha256 %s, the policy pins %s: install the pinned build or update the pin", decl.Name, man.SHA256, decl.SHA256)
@@ -234,7 +234,12 @@ func (h *hostPlugins) launch(name string, decl *model.Plugin) (*host.Client, err
 	if decl.SHA256 == "" {
 		return nil, fmt.Errorf("plugin %q is not installed (`lockstep plugin install`) and its plugin block pins no sha256 for %s", decl.Name, decl.Source)
 	}
-	return host.New(host.Spec{Name: decl.Name, Path: decl.Source, SHA256: decl.SHA256}, host.Options{})
+	return host.New(host.Spec{Name: decl.Name, Path: decl.Source, SHA256: decl.SHA256}, h.opts())
+}
+
+// opts sends the plugins' log lines to the daemon's logger.
+func (h *hostPlugins) opts() host.Options {
+	return host.Options{Logger: host.SlogLogger(h.d.log, "plugin")}
 }
 
 func (h *hostPlugins) Close() {
