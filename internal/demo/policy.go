@@ -6,7 +6,9 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/lockstep-io/lockstep/internal/chain"
 	"github.com/lockstep-io/lockstep/orchestrator/api"
+	"github.com/lockstep-io/lockstep/policies/model"
 	"github.com/lockstep-io/lockstep/policies/parse"
 )
 
@@ -17,10 +19,11 @@ const (
 	VolumeName  = "db"
 	StoreVolume = Service + "/" + VolumeName
 	IQN         = "iqn.2026-11.io.lockstep:demo.db"
-	// AppFS and AppDB are the apps: the file system on the volume and the
-	// PostgreSQL cluster on that file system.
-	AppFS = "fs"
-	AppDB = "db"
+	// The apps: the host's initiator (the demo's chain), the file system
+	// on the volume and the PostgreSQL cluster on that file system.
+	AppInitiator = "initiator"
+	AppFS        = "fs"
+	AppDB        = "db"
 )
 
 // PolicyFile is the name the demo policy is applied under.
@@ -36,10 +39,26 @@ service "demo" {
     target_name = {{.IQN}}
   }
 
+  # The demo's iSCSI initiator is qemu-storage-daemon exporting the LUN as a
+  # FUSE file under a loop device, and the kernel caches that file's pages:
+  # after the volume is rolled back they are stale, so a restore drops them
+  # before the file system is mounted again. A host with a kernel initiator
+  # has no such layer and needs no such app.
+  app "exec" "initiator" {
+    volumes = ["db"]
+    freeze  = ["true"]
+    thaw    = ["true"]
+    stop    = ["true"]
+    start   = {{.DropCache}}
+    health  = ["test", "-s", {{.Export}}]
+  }
+
   # The ext4 file system on the volume: frozen for every marker; at restore,
-  # unmounted before the roll and mounted again (cached blocks dropped) after.
+  # unmounted before the roll, and mounted again after it once the device's
+  # cached blocks are dropped (BLKFLSBUF).
   app "fsfreeze" "fs" {
     volumes         = ["db"]
+    depends_on      = ["initiator"]
     mountpoints     = [{{.MountPoint}}]
     state_directory = {{.StateDir}}
   }
@@ -73,7 +92,9 @@ service "demo" {
 
 // policyPaths are the per-run values of the policy.
 type policyPaths struct {
-	Size       int64
+	Size int64
+	// ChainDir is the chain's work directory, which names its FUSE export.
+	ChainDir   string
 	MountPoint string
 	StateDir   string
 	SockDir    string
@@ -85,8 +106,14 @@ type policyPaths struct {
 // renderPolicy returns the demo policy for one run.
 func renderPolicy(p policyPaths) (string, error) {
 	dsn := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", p.SockDir, p.Port)
+	var drop []string
+	for _, a := range chain.DropExportCacheCommand(p.ChainDir) {
+		drop = append(drop, hclString(a))
+	}
 	var b bytes.Buffer
 	err := policyTemplate.Execute(&b, map[string]string{
+		"DropCache":  "[" + strings.Join(drop, ", ") + "]",
+		"Export":     hclString(chain.ExportFile(p.ChainDir)),
 		"Size":       hclString(sizeText(p.Size)),
 		"IQN":        hclString(IQN),
 		"MountPoint": hclString(p.MountPoint),
@@ -100,14 +127,14 @@ func renderPolicy(p policyPaths) (string, error) {
 
 // checkPolicy parses the policy as the daemon will, so a broken one fails
 // with its diagnostics before anything starts.
-func checkPolicy(text string) error {
+func checkPolicy(text string) (*model.Policy, error) {
 	res := parse.Parse([]parse.Source{{Filename: PolicyFile, Bytes: []byte(text)}}, parse.Options{})
 	if res.Policy != nil && !res.Diagnostics.HasErrors() {
-		return nil
+		return res.Policy, nil
 	}
 	var b bytes.Buffer
 	res.WriteDiagnostics(&b, 100, false)
-	return fmt.Errorf("demo: the demo policy is invalid:\n%s", b.String())
+	return nil, fmt.Errorf("demo: the demo policy is invalid:\n%s", b.String())
 }
 
 func policySources(text string) []api.Source {

@@ -4,6 +4,8 @@
 package builtin
 
 import (
+	"fmt"
+	"os"
 	"sort"
 
 	"github.com/lockstep-io/lockstep/plugins/builtin/exec"
@@ -40,4 +42,22 @@ func Names() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ServeIfAsked serves the built-in plugin named by args when args is the
+// hidden `plugin serve-builtin NAME` command line and exits; otherwise it
+// returns. A test binary whose code launches built-ins through plugins/host
+// calls it first in TestMain, since the host launches the running
+// executable as it would launch lockstep.
+func ServeIfAsked(args []string) {
+	if len(args) != 4 || args[1] != "plugin" || args[2] != "serve-builtin" {
+		return
+	}
+	p, ok := Lookup(args[3])
+	if !ok {
+		fmt.Fprintf(os.Stderr, "no built-in plugin %q\n", args[3])
+		os.Exit(2)
+	}
+	sdk.Serve(p)
+	os.Exit(0)
 }
