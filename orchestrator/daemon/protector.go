@@ -38,6 +38,9 @@ type Protector interface {
 	Events(ctx context.Context, f catalog.EventFilter) ([]catalog.Event, error)
 	// Services reports each service of the applied policy.
 	Services(ctx context.Context) ([]api.Service, error)
+	// Hold stops markers of service until release is called (a restore
+	// rolls its volumes); it waits for a marker under way.
+	Hold(ctx context.Context, service, why string) (release func(), err error)
 	// Metrics is a snapshot for /metrics.
 	Metrics() protect.Metrics
 	Close() error
@@ -87,8 +90,15 @@ func (p *protector) Apply(ctx context.Context, pol *model.Policy) (catalog.Appli
 
 func (p *protector) Run(ctx context.Context) error { return p.p.Run(ctx) }
 
+func (p *protector) Hold(ctx context.Context, service, why string) (func(), error) {
+	return p.p.Hold(ctx, service, why)
+}
+
 func (p *protector) Mark(ctx context.Context, service string) (catalog.Marker, error) {
 	m, err := p.p.Mark(ctx, service)
+	if errors.Is(err, protect.ErrHeld) {
+		err = fmt.Errorf("%w: %w", err, errRefused)
+	}
 	if errors.Is(err, protect.ErrNoService) {
 		err = fmt.Errorf("no service %q in the applied policy (see `lockstep services`): %w", service, errNotFound)
 	}

@@ -320,19 +320,24 @@ func (d *Daemon) restoreRoutes(mux *http.ServeMux) {
 			return
 		}
 		d.rs.stream(w, r, func(ctx context.Context, progress func(restore.Progress)) api.RestoreLine {
-			rec, err := d.rs.r.Undo(ctx, svc, progress)
-			return recordLine(rec, err)
+			return d.holding(ctx, svc, "an undo is rolling its volumes", func() api.RestoreLine {
+				rec, err := d.rs.r.Undo(ctx, svc, progress)
+				return recordLine(rec, err)
+			})
 		})
 	})
 	mux.HandleFunc("POST /v1/restores/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if _, err := d.rs.r.Record(id); err != nil {
+		old, err := d.rs.r.Record(id)
+		if err != nil {
 			reply(w, nil, fmt.Errorf("%w (see `lockstep restores`): %w", err, errNotFound))
 			return
 		}
 		d.rs.stream(w, r, func(ctx context.Context, progress func(restore.Progress)) api.RestoreLine {
-			rec, err := d.rs.r.Resume(ctx, id, progress)
-			return recordLine(rec, err)
+			return d.holding(ctx, old.Service, "restore "+id+" is rolling its volumes", func() api.RestoreLine {
+				rec, err := d.rs.r.Resume(ctx, id, progress)
+				return recordLine(rec, err)
+			})
 		})
 	})
 	mux.HandleFunc("GET /v1/restores", func(w http.ResponseWriter, r *http.Request) {
@@ -397,13 +402,28 @@ func (d *Daemon) postRestore(w http.ResponseWriter, r *http.Request) {
 			}
 			return api.RestoreLine{Final: true, AsNew: res}
 		case req.Volume != "":
-			rec, err := d.rs.r.RestoreVolume(ctx, svc, restoreVolume(svc, req.Volume), t, progress)
-			return recordLine(rec, err)
+			return d.holding(ctx, svc, "a volume restore is rolling "+req.Volume, func() api.RestoreLine {
+				rec, err := d.rs.r.RestoreVolume(ctx, svc, restoreVolume(svc, req.Volume), t, progress)
+				return recordLine(rec, err)
+			})
 		default:
-			rec, err := d.rs.r.Restore(ctx, svc, t, progress)
-			return recordLine(rec, err)
+			return d.holding(ctx, svc, "a restore is rolling its volumes", func() api.RestoreLine {
+				rec, err := d.rs.r.Restore(ctx, svc, t, progress)
+				return recordLine(rec, err)
+			})
 		}
 	})
+}
+
+// holding runs fn with the service's markers held: a marker taken while
+// its volumes roll would record a half-restored point.
+func (d *Daemon) holding(ctx context.Context, service, why string, fn func() api.RestoreLine) api.RestoreLine {
+	release, err := d.prot.Hold(ctx, service, why)
+	if err != nil {
+		return api.RestoreLine{Final: true, Error: fmt.Sprintf("service %q: waiting for the running marker: %v", service, err)}
+	}
+	defer release()
+	return fn()
 }
 
 func recordLine(rec *restore.Record, err error) api.RestoreLine {

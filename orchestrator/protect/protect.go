@@ -84,6 +84,7 @@ type Protector struct {
 	applied  catalog.AppliedPolicy
 	services map[string]*model.Service
 	locks    map[string]chan struct{} // one marker at a time per service
+	holds    map[string]string        // services whose markers are held, and why
 	running  map[string]time.Time     // service -> start of the running marker
 	stats    map[string]*serviceStats
 	lastBeat time.Time
@@ -124,7 +125,7 @@ func New(cfg Config) (*Protector, error) {
 	}
 	p := &Protector{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, cat: cfg.Catalog,
 		sched:    schedule.New(),
-		services: map[string]*model.Service{}, locks: map[string]chan struct{}{},
+		services: map[string]*model.Service{}, locks: map[string]chan struct{}{}, holds: map[string]string{},
 		running: map[string]time.Time{}, stats: map[string]*serviceStats{}}
 	p.runner = &marker.Runner{Fence: cfg.Store, Catalog: cfg.Catalog, Plugins: cfg.Plugins, Clock: cfg.Clock,
 		Logger: cfg.Logger, PrepareTimeout: cfg.PrepareTimeout, ThawTimeout: cfg.ThawTimeout}
@@ -339,7 +340,11 @@ func (p *Protector) Tick(ctx context.Context) {
 			defer p.wg.Done()
 			defer p.sched.Done(a.Service)
 			if !p.tryLock(a.Service) {
-				p.missed(ctx, schedule.Miss{Service: a.Service, At: a.At, Reason: schedule.ReasonBusy, Count: 1})
+				reason := schedule.ReasonBusy
+				if p.heldFor(a.Service) != "" {
+					reason = schedule.ReasonHeld
+				}
+				p.missed(ctx, schedule.Miss{Service: a.Service, At: a.At, Reason: reason, Count: 1})
 				return
 			}
 			defer p.unlock(a.Service)
@@ -372,8 +377,11 @@ func (p *Protector) missed(ctx context.Context, m schedule.Miss) {
 	st.missed += int64(m.Count)
 	p.mu.Unlock()
 	why := "the daemon was not running"
-	if m.Reason == schedule.ReasonBusy {
+	switch m.Reason {
+	case schedule.ReasonBusy:
 		why = "the previous marker was still running"
+	case schedule.ReasonHeld:
+		why = "markers were held: " + p.heldFor(m.Service)
 	}
 	data, _ := json.Marshal(m)
 	p.event(ctx, catalog.Event{Type: catalog.EventMissedSchedule, Severity: catalog.Warning, Service: m.Service, Data: data,
@@ -469,11 +477,48 @@ func (p *Protector) Mark(ctx context.Context, service string) (catalog.Marker, e
 	if svc == nil {
 		return catalog.Marker{}, fmt.Errorf("%w: %q", ErrNoService, service)
 	}
+	if why := p.heldFor(service); why != "" {
+		return catalog.Marker{}, fmt.Errorf("%w: service %q: %s", ErrHeld, service, why)
+	}
 	if err := p.lock(ctx, service); err != nil {
 		return catalog.Marker{}, err
 	}
 	defer p.unlock(service)
 	return p.run(ctx, svc, catalog.TriggerManual)
+}
+
+// ErrHeld is returned by Mark while a service's markers are held.
+var ErrHeld = errors.New("protect: markers are held")
+
+// Hold stops markers of service until release is called: a restore rolls
+// its volumes, and a marker in the middle would record a half-restored
+// point. It waits for a marker under way to end. Scheduled markers that
+// fall due meanwhile are recorded as missed with why; Mark returns ErrHeld.
+func (p *Protector) Hold(ctx context.Context, service, why string) (release func(), err error) {
+	p.mu.Lock()
+	known := p.locks[service] != nil
+	p.mu.Unlock()
+	if !known {
+		return func() {}, nil
+	}
+	if err := p.lock(ctx, service); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.holds[service] = why
+	p.mu.Unlock()
+	return sync.OnceFunc(func() {
+		p.mu.Lock()
+		delete(p.holds, service)
+		p.mu.Unlock()
+		p.unlock(service)
+	}), nil
+}
+
+func (p *Protector) heldFor(service string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holds[service]
 }
 
 // AppStatus is one app of a service.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -267,5 +268,46 @@ func TestRunRealClock(t *testing.T) {
 		if m.Class != catalog.ClassApp {
 			t.Fatalf("marker %+v", m)
 		}
+	}
+}
+
+// While a restore holds a service, no marker is taken: scheduled ones are
+// recorded as missed with the reason, manual ones refused; after release
+// the schedule resumes.
+func TestHoldStopsMarkers(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	release, err := r.p.Hold(ctx, "shop", "a restore is rolling its volumes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.p.Mark(ctx, "shop"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("Mark while held: %v, want ErrHeld", err)
+	}
+	r.advance(11*time.Minute, 10*time.Second)
+	if n := len(r.st.Markers("shop")); n != 0 {
+		t.Fatalf("%d markers taken while held", n)
+	}
+	evs, err := r.p.Events(ctx, catalog.EventFilter{Service: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	missed := 0
+	for _, e := range evs {
+		if e.Type == catalog.EventMissedSchedule && strings.Contains(e.Message, "a restore is rolling its volumes") {
+			missed++
+		}
+	}
+	if missed == 0 {
+		t.Fatalf("no missed-schedule event naming the hold in %+v", evs)
+	}
+	release()
+	release() // idempotent
+	r.advance(6*time.Minute, 10*time.Second)
+	if n := len(r.st.Markers("shop")); n == 0 {
+		t.Fatal("no marker after the hold was released")
+	}
+	if _, err := r.p.Mark(ctx, "shop"); err != nil {
+		t.Fatalf("Mark after release: %v", err)
 	}
 }

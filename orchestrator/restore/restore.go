@@ -528,7 +528,13 @@ func (r *Restorer) execute(ctx context.Context, rec *Record, apps []App, progres
 			if err := x.step(ctx, "stop", a.Name(), 0, func() (string, error) {
 				pctx, cancel := r.pluginCtx(ctx)
 				defer cancel()
-				if err := a.Plugin.Stop(pctx, a.App); err != nil {
+				err := a.Plugin.Stop(pctx, a.App)
+				if errors.Is(err, sdk.ErrUnsupported) {
+					// Rolling a volume under a running app would show it data
+					// changing beneath it: refuse rather than skip.
+					return "", fmt.Errorf("stop app %q: its plugin cannot stop it (for exec apps, configure `stop` and `start` commands): %w", a.Name(), err)
+				}
+				if err != nil {
 					return "", fmt.Errorf("stop app %q: %w", a.Name(), err)
 				}
 				x.rec.Stopped = addOnce(x.rec.Stopped, a.Name())

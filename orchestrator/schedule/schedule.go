@@ -30,6 +30,7 @@ var Parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron
 const (
 	ReasonBusy = "busy"        // the previous marker of the service was still running
 	ReasonLate = "not_running" // the daemon was down or stalled at the activation
+	ReasonHeld = "held"        // markers of the service were held (a restore)
 )
 
 // DefaultGrace is how late an activation may start and still count as run
@@ -46,7 +47,7 @@ type Activation struct {
 type Miss struct {
 	Service string
 	At      time.Time // the scheduled time
-	Reason  string    // ReasonBusy or ReasonLate
+	Reason  string    // ReasonBusy, ReasonLate or ReasonHeld
 	Count   int       // activations collapsed into this miss (>= 1)
 }
 

@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -21,6 +23,9 @@ const parentPoll = 100 * time.Millisecond
 // host process dies (the plugin then exits). Run by hand, outside a host,
 // the binary prints a note and exits 1.
 func Serve(p Plugin) {
+	// A dead host's stderr pipe must not kill the plugin (SIGPIPE) in the
+	// middle of thawing: the write fails and the thaw goes on.
+	signal.Ignore(syscall.SIGPIPE)
 	wd := newWatchdog(p, nil)
 	go watchParent(wd, parentPoll, os.Getppid, func() { os.Exit(3) })
 	hs := Handshake
@@ -33,4 +38,5 @@ func Serve(p Plugin) {
 		},
 	})
 	wd.thawAll("the plugin is shutting down")
+	wd.thawing.Wait()
 }

@@ -31,6 +31,9 @@ type watchdog struct {
 	gen   uint64
 	held  map[string]*heldApp
 	conns int
+	// thawing counts thaws under way, whoever started them; the plugin
+	// exits only after they return. Added to under mu.
+	thawing sync.WaitGroup
 }
 
 type heldApp struct {
@@ -68,7 +71,7 @@ func (w *watchdog) freeze(ctx context.Context, app App, hold time.Duration) ([]b
 		b, err = encodeEvidence(ev)
 	}
 	if err != nil {
-		if w.disarm(app, gen) {
+		if w.take(app, gen) {
 			w.thawNow(app, "freeze failed")
 		}
 		return nil, err
@@ -78,7 +81,11 @@ func (w *watchdog) freeze(ctx context.Context, app App, hold time.Duration) ([]b
 
 // thaw is the host's Thaw: it disarms the timer and thaws.
 func (w *watchdog) thaw(ctx context.Context, app App) error {
-	w.disarm(app, 0)
+	w.mu.Lock()
+	w.disarmLocked(app, 0)
+	w.thawing.Add(1)
+	w.mu.Unlock()
+	defer w.thawing.Done()
 	return w.impl.Thaw(ctx, app)
 }
 
@@ -94,7 +101,7 @@ func (w *watchdog) arm(app App, hold time.Duration) uint64 {
 	}
 	h := &heldApp{app: app, gen: g}
 	h.timer = time.AfterFunc(hold, func() {
-		if w.disarm(app, g) {
+		if w.take(app, g) {
 			w.thawNow(app, fmt.Sprintf("hold of %s elapsed without a thaw", hold))
 		}
 	})
@@ -102,12 +109,22 @@ func (w *watchdog) arm(app App, hold time.Duration) uint64 {
 	return g
 }
 
-// disarm forgets app's hold if it is generation gen (any generation when
-// gen is 0) and reports whether it did. A false return means someone else
-// (the timer, a Thaw, a newer Freeze) owns the app now.
-func (w *watchdog) disarm(app App, gen uint64) bool {
+// take forgets app's hold if it is generation gen and, when it did, counts
+// the thaw the caller must now run with thawNow. A false return means
+// someone else (the timer, a Thaw, a newer Freeze) owns the app now.
+func (w *watchdog) take(app App, gen uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.disarmLocked(app, gen) {
+		return false
+	}
+	w.thawing.Add(1)
+	return true
+}
+
+// disarmLocked forgets app's hold if it is generation gen (any generation
+// when gen is 0) and reports whether it did. w.mu is held.
+func (w *watchdog) disarmLocked(app App, gen uint64) bool {
 	k := appKey(app)
 	h := w.held[k]
 	if h == nil || (gen != 0 && h.gen != gen) {
@@ -118,7 +135,10 @@ func (w *watchdog) disarm(app App, gen uint64) bool {
 	return true
 }
 
+// thawNow thaws an app taken from held; it ends the thaw take or thawAll
+// counted.
 func (w *watchdog) thawNow(app App, why string) {
+	defer w.thawing.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), thawTimeout)
 	defer cancel()
 	if err := w.impl.Thaw(ctx, app); err != nil {
@@ -137,6 +157,7 @@ func (w *watchdog) thawAll(why string) {
 		apps = append(apps, h.app)
 		delete(w.held, k)
 	}
+	w.thawing.Add(len(apps))
 	w.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, a := range apps {
@@ -193,6 +214,9 @@ func watchParent(w *watchdog, every time.Duration, getppid func() int, exit func
 		time.Sleep(every)
 		if getppid() != ppid {
 			w.thawAll("the host process is gone")
+			// A thaw started earlier (the connection closing first, a
+			// hold elapsing) may still run: exiting would cut it short.
+			w.thawing.Wait()
 			exit()
 			return
 		}
