@@ -20,13 +20,18 @@ import (
 // MariaDB. After the restore both databases start, every payment has its
 // order, at most the one order in flight lacks its payment, and the rows
 // written after the marker are gone.
-func TestRestoreTwoDatabases(t *testing.T) {
+func TestRestoreTwoDatabases(t *testing.T) { restoreTwoDatabases(t, false) }
+
+// TestRestoreTwoDatabasesCrashConsistent restores the same service to an
+// arbitrary instant while the writer runs (--crash-consistent): both
+// databases recover by themselves, every payment acknowledged before the
+// instant is there with its order, and no payment lacks its order.
+func TestRestoreTwoDatabasesCrashConsistent(t *testing.T) { restoreTwoDatabases(t, true) }
+
+func restoreTwoDatabases(t *testing.T, crash bool) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if out, code := s.d.cli(t, "restore", "--help"); code != 0 || !strings.Contains(out, "--to") {
-		t.Skipf("the daemon has no restore command yet: exit %d\n%s", code, out)
-	}
 	if err := s.pgExec(ctx, "CREATE TABLE orders (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +71,14 @@ func TestRestoreTwoDatabases(t *testing.T) {
 	m := s.d.waitMarker(t, service, writing.Add(time.Second), 40*time.Second, func(m marker) bool {
 		return m.Trigger == "schedule" && m.Class == "app"
 	})
-	for atMarker := acked.Load(); acked.Load() < atMarker+50; {
+	// The crash-consistent target: an instant in the middle of the writes,
+	// with the payments acknowledged before it.
+	for atMarker := acked.Load(); acked.Load() < atMarker+25; {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ackedBeforeCut := acked.Load()
+	cut := time.Now()
+	for atCut := acked.Load(); acked.Load() < atCut+25; {
 		select {
 		case err := <-writerDone:
 			t.Fatalf("writer stopped: %v", err)
@@ -78,6 +90,10 @@ func TestRestoreTwoDatabases(t *testing.T) {
 		t.Fatalf("writer: %v", err)
 	}
 	written := acked.Load()
+	if crash {
+		restoreCrash(t, ctx, s, cut, ackedBeforeCut, written)
+		return
+	}
 	t.Logf("writer acknowledged %d order/payment pairs; restoring to %s (%s), pg lsn %v, mariadb gtid %v", written, m.ID,
 		m.Time.Format(time.RFC3339Nano), m.evidence("pg")["lsn"], m.evidence("mariadb")["gtid_binlog_pos"])
 
@@ -105,8 +121,46 @@ func TestRestoreTwoDatabases(t *testing.T) {
 	t.Logf("restored in %s: state %s, healthy %v", time.Since(started).Round(time.Millisecond), rec.State, rec.Healthy)
 
 	// Both databases are up again and hold the marker's cut.
-	orders := pgIDs(t, ctx, s)
-	var payments []int64
+	checkCut(t, ctx, s, written)
+	// MariaDB's binary log ends exactly where the marker's evidence says:
+	// nothing committed under the read lock, everything before it kept.
+	var gtid string
+	if err := s.myDB.QueryRowContext(ctx, "SELECT @@global.gtid_binlog_pos").Scan(&gtid); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := m.evidence("mariadb")["gtid_binlog_pos"].(string); gtid != want {
+		t.Fatalf("restored MariaDB at GTID %q, the marker's evidence says %q", gtid, want)
+	}
+	takesWrites(t, ctx, s)
+}
+
+// restoreCrash restores the service to the exact instant cut.
+func restoreCrash(t *testing.T, ctx context.Context, s *stack, cut time.Time, ackedBefore, written int64) {
+	t.Helper()
+	at := cut.UTC().Format(time.RFC3339Nano)
+	t.Logf("writer acknowledged %d pairs, %d before %s; restoring there crash-consistently", written, ackedBefore, at)
+	s.myDB.SetMaxIdleConns(0)
+	out := s.d.mustStdout(t, "restore", service, "--to", at, "--crash-consistent", "--yes", "--json")
+	var rec struct {
+		Error  string         `json:"error"`
+		Rolled map[string]any `json:"rolled"`
+	}
+	if err := json.Unmarshal([]byte(out), &rec); err != nil || rec.Error != "" || len(rec.Rolled) != 3 {
+		t.Fatalf("restore --crash-consistent: %v %q\n%s", err, rec.Error, out)
+	}
+	_, payments := checkCut(t, ctx, s, written)
+	if int64(len(payments)) < ackedBefore {
+		t.Fatalf("%d payments after a restore to an instant before which %d were acknowledged", len(payments), ackedBefore)
+	}
+	takesWrites(t, ctx, s)
+}
+
+// checkCut reads both tables after a restore and checks the invariant:
+// a prefix of the writer's history, every payment with its order, fewer
+// rows than were written.
+func checkCut(t *testing.T, ctx context.Context, s *stack, written int64) (orders, payments []int64) {
+	t.Helper()
+	orders = pgIDs(t, ctx, s)
 	rows, err := s.myDB.QueryContext(ctx, "SELECT order_id FROM payments ORDER BY order_id")
 	if err != nil {
 		t.Fatalf("MariaDB after the restore: %v", err)
@@ -138,16 +192,12 @@ func TestRestoreTwoDatabases(t *testing.T) {
 	if !contiguous(orders) || !contiguous(payments) || len(orders)-len(payments) > 1 || len(orders) < len(payments) {
 		t.Fatalf("restored cut is not a prefix of the writer's history: orders %s, payments %s", span(orders), span(payments))
 	}
-	// MariaDB's binary log ends exactly where the marker's evidence says:
-	// nothing committed under the read lock, everything before it kept.
-	var gtid string
-	if err := s.myDB.QueryRowContext(ctx, "SELECT @@global.gtid_binlog_pos").Scan(&gtid); err != nil {
-		t.Fatal(err)
-	}
-	if want, _ := m.evidence("mariadb")["gtid_binlog_pos"].(string); gtid != want {
-		t.Fatalf("restored MariaDB at GTID %q, the marker's evidence says %q", gtid, want)
-	}
-	// And they take writes again.
+	return orders, payments
+}
+
+// takesWrites checks that both databases accept writes after a restore.
+func takesWrites(t *testing.T, ctx context.Context, s *stack) {
+	t.Helper()
 	if err := s.pgExec(ctx, "INSERT INTO orders (id) VALUES (999999)"); err != nil {
 		t.Fatalf("PostgreSQL after the restore: %v", err)
 	}
