@@ -148,6 +148,12 @@ func (p *Postgres) Stop(ctx context.Context) error {
 	return err
 }
 
+// DSN is the libpq DSN of database postgres as the postgres user, over
+// the server's socket.
+func (p *Postgres) DSN() string {
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres", p.SockDir, p.Port)
+}
+
 // Running reports whether a postmaster runs for DataDir.
 func (p *Postgres) Running() bool { return p.postmasterPID() != 0 }
 

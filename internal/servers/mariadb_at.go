@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,16 @@ type MariaDBAtOptions struct {
 	// from the data directory; it must be missing or empty.
 	LogDir   string
 	NoBinlog bool // leave log-bin off
+
+	// Existing starts a server on directories that already hold one, such
+	// as a clone of another server's volumes: nothing is installed and no
+	// account is made; User and Password name one that exists in it.
+	Existing       bool
+	User, Password string
+	// LogDirWas is where LogDir was when the data was written. The binary
+	// log index names its files by absolute path, so a clone mounted
+	// elsewhere would open the original's files; the index is rewritten.
+	LogDirWas string
 }
 
 // StartMariaDBAt is StartMariaDB with the data directory (and the logs)
@@ -37,10 +48,6 @@ func StartMariaDBAt(t testing.TB, opts MariaDBAtOptions) *MariaDB {
 		t.Fatal("servers: StartMariaDBAt needs a data directory")
 	}
 	bin, err := mariadbBin("mariadbd")
-	if err != nil {
-		testenv.Unavailable(t, "%v", err)
-	}
-	installDB, err := mariadbBin("mariadb-install-db")
 	if err != nil {
 		testenv.Unavailable(t, "%v", err)
 	}
@@ -59,6 +66,12 @@ func StartMariaDBAt(t testing.TB, opts MariaDBAtOptions) *MariaDB {
 		ErrorLog: filepath.Join(dir, "error.log"), User: "lockstep", Password: "Lst-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		Binlog: !opts.NoBinlog, bin: bin,
 	}
+	if opts.Existing {
+		if opts.User == "" || opts.Password == "" {
+			t.Fatal("servers: StartMariaDBAt on an existing data directory needs its account")
+		}
+		m.User, m.Password = opts.User, opts.Password
+	}
 	for _, d := range []string{opts.DataDir, opts.LogDir} {
 		if d == "" {
 			continue
@@ -72,18 +85,26 @@ func StartMariaDBAt(t testing.TB, opts MariaDBAtOptions) *MariaDB {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	if opts.Existing {
+		if err := relocateBinlogIndex(m, opts.LogDirWas, opts.LogDir); err != nil {
+			t.Fatal(err)
+		}
+		stopAtCleanup(t, m)
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	installDB, err := mariadbBin("mariadb-install-db")
+	if err != nil {
+		testenv.Unavailable(t, "%v", err)
+	}
 	out, err := exec.CommandContext(ctx, installDB, "--defaults-file="+m.DefaultsFile, "--user=root",
 		"--auth-root-authentication-method=normal", "--skip-test-db", "--datadir="+m.DataDir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mariadb-install-db: %v: %s", err, out)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := m.Stop(ctx); err != nil {
-			t.Errorf("stop mariadb: %v", err)
-		}
-	})
+	stopAtCleanup(t, m)
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -132,4 +153,41 @@ innodb_flush_log_at_trx_commit=1
 	}
 	cnf += fmt.Sprintf("[client]\nsocket=%s\nport=%d\n", m.Socket, m.Port)
 	return os.WriteFile(m.DefaultsFile, []byte(cnf), 0o644)
+}
+
+func stopAtCleanup(t testing.TB, m *MariaDB) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := m.Stop(ctx); err != nil {
+			t.Errorf("stop mariadb: %v", err)
+		}
+	})
+}
+
+// relocateBinlogIndex points the binary log index of m at to where it named
+// files under was.
+func relocateBinlogIndex(m *MariaDB, was, to string) error {
+	if !m.Binlog || was == "" || was == to {
+		return nil
+	}
+	dir := m.DataDir
+	if to != "" {
+		dir = to
+	}
+	name := filepath.Join(dir, "binlog.index")
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("servers: binlog index of the copy: %w", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if rest, ok := strings.CutPrefix(l, strings.TrimSuffix(was, "/")+"/"); ok {
+			lines[i] = filepath.Join(dir, rest)
+		}
+	}
+	if err := os.WriteFile(name, []byte(strings.Join(lines, "\n")), 0o660); err != nil {
+		return fmt.Errorf("servers: binlog index of the copy: %w", err)
+	}
+	return nil
 }

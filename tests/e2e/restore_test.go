@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -32,64 +33,19 @@ func restoreTwoDatabases(t *testing.T, crash bool) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := s.pgExec(ctx, "CREATE TABLE orders (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.myDB.ExecContext(ctx, "CREATE TABLE payments (order_id bigint PRIMARY KEY, at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB"); err != nil {
-		t.Fatal(err)
-	}
-	s.applyApps(t, "2s", "8s")
-
-	// The writer: order, acknowledged, then its payment, acknowledged.
-	var acked atomic.Int64 // payments acknowledged
-	wctx, stopWriter := context.WithCancel(ctx)
-	writerDone := make(chan error, 1)
-	go func() {
-		writerDone <- func() error {
-			pg, err := pgx.Connect(wctx, s.pgDSN())
-			if err != nil {
-				return err
-			}
-			defer pg.Close(context.Background())
-			for i := int64(1); ; i++ {
-				if wctx.Err() != nil {
-					return nil
-				}
-				if _, err := pg.Exec(wctx, "INSERT INTO orders (id) VALUES ($1)", i); err != nil {
-					return ignoreCancel(wctx, fmt.Errorf("order %d: %w", i, err))
-				}
-				if _, err := s.myDB.ExecContext(wctx, "INSERT INTO payments (order_id) VALUES (?)", i); err != nil {
-					return ignoreCancel(wctx, fmt.Errorf("payment %d: %w", i, err))
-				}
-				acked.Store(i)
-			}
-		}()
-	}()
-	writing := time.Now()
+	w := startShop(t, ctx, s)
 	// A scheduled marker taken while the writer runs, with writes on both
 	// sides of it.
-	m := s.d.waitMarker(t, service, writing.Add(time.Second), 40*time.Second, func(m marker) bool {
+	m := s.d.waitMarker(t, service, w.since.Add(time.Second), 40*time.Second, func(m marker) bool {
 		return m.Trigger == "schedule" && m.Class == "app"
 	})
 	// The crash-consistent target: an instant in the middle of the writes,
 	// with the payments acknowledged before it.
-	for atMarker := acked.Load(); acked.Load() < atMarker+25; {
-		time.Sleep(10 * time.Millisecond)
-	}
-	ackedBeforeCut := acked.Load()
+	w.waitMore(t, 25)
+	ackedBeforeCut := w.acked.Load()
 	cut := time.Now()
-	for atCut := acked.Load(); acked.Load() < atCut+25; {
-		select {
-		case err := <-writerDone:
-			t.Fatalf("writer stopped: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	stopWriter()
-	if err := <-writerDone; err != nil {
-		t.Fatalf("writer: %v", err)
-	}
-	written := acked.Load()
+	w.waitMore(t, 25)
+	written := w.stop(t)
 	if crash {
 		restoreCrash(t, ctx, s, cut, ackedBeforeCut, written)
 		return
@@ -121,7 +77,7 @@ func restoreTwoDatabases(t *testing.T, crash bool) {
 	t.Logf("restored in %s: state %s, healthy %v", time.Since(started).Round(time.Millisecond), rec.State, rec.Healthy)
 
 	// Both databases are up again and hold the marker's cut.
-	checkCut(t, ctx, s, written)
+	checkCut(t, ctx, s.dbs(), written)
 	// MariaDB's binary log ends exactly where the marker's evidence says:
 	// nothing committed under the read lock, everything before it kept.
 	var gtid string
@@ -131,7 +87,82 @@ func restoreTwoDatabases(t *testing.T, crash bool) {
 	if want, _ := m.evidence("mariadb")["gtid_binlog_pos"].(string); gtid != want {
 		t.Fatalf("restored MariaDB at GTID %q, the marker's evidence says %q", gtid, want)
 	}
-	takesWrites(t, ctx, s)
+	takesWrites(t, ctx, s.dbs())
+}
+
+// shopWriter keeps the cross-database invariant while it runs: order i is
+// committed in PostgreSQL and acknowledged before payment i is written to
+// MariaDB.
+type shopWriter struct {
+	acked  atomic.Int64 // pairs acknowledged
+	since  time.Time
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startShop creates the tables, applies the apps (a marker every 2 s) and
+// starts the writer.
+func startShop(t *testing.T, ctx context.Context, s *stack) *shopWriter {
+	t.Helper()
+	if err := s.pgExec(ctx, "CREATE TABLE orders (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.myDB.ExecContext(ctx, "CREATE TABLE payments (order_id bigint PRIMARY KEY, at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB"); err != nil {
+		t.Fatal(err)
+	}
+	s.applyApps(t, "2s", "8s")
+	w := &shopWriter{done: make(chan error, 1), since: time.Now()}
+	wctx, cancel := context.WithCancel(ctx)
+	w.cancel = cancel
+	go func() {
+		w.done <- func() error {
+			pg, err := pgx.Connect(wctx, s.pgDSN())
+			if err != nil {
+				return err
+			}
+			defer pg.Close(context.Background())
+			for i := int64(1); ; i++ {
+				if wctx.Err() != nil {
+					return nil
+				}
+				if _, err := pg.Exec(wctx, "INSERT INTO orders (id) VALUES ($1)", i); err != nil {
+					return ignoreCancel(wctx, fmt.Errorf("order %d: %w", i, err))
+				}
+				if _, err := s.myDB.ExecContext(wctx, "INSERT INTO payments (order_id) VALUES (?)", i); err != nil {
+					return ignoreCancel(wctx, fmt.Errorf("payment %d: %w", i, err))
+				}
+				w.acked.Store(i)
+			}
+		}()
+	}()
+	return w
+}
+
+// waitMore waits until n more pairs are acknowledged; the writer stopping
+// fails the test.
+func (w *shopWriter) waitMore(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for from := w.acked.Load(); w.acked.Load() < from+n; {
+		select {
+		case err := <-w.done:
+			t.Fatalf("writer stopped: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writer made %d of %d pairs in a minute", w.acked.Load()-from, n)
+		}
+	}
+}
+
+// stop stops the writer and returns the number of pairs acknowledged.
+func (w *shopWriter) stop(t *testing.T) int64 {
+	t.Helper()
+	w.cancel()
+	if err := <-w.done; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	return w.acked.Load()
 }
 
 // restoreCrash restores the service to the exact instant cut.
@@ -148,34 +179,19 @@ func restoreCrash(t *testing.T, ctx context.Context, s *stack, cut time.Time, ac
 	if err := json.Unmarshal([]byte(out), &rec); err != nil || rec.Error != "" || len(rec.Rolled) != 3 {
 		t.Fatalf("restore --crash-consistent: %v %q\n%s", err, rec.Error, out)
 	}
-	_, payments := checkCut(t, ctx, s, written)
+	_, payments := checkCut(t, ctx, s.dbs(), written)
 	if int64(len(payments)) < ackedBefore {
 		t.Fatalf("%d payments after a restore to an instant before which %d were acknowledged", len(payments), ackedBefore)
 	}
-	takesWrites(t, ctx, s)
+	takesWrites(t, ctx, s.dbs())
 }
 
 // checkCut reads both tables after a restore and checks the invariant:
 // a prefix of the writer's history, every payment with its order, fewer
 // rows than were written.
-func checkCut(t *testing.T, ctx context.Context, s *stack, written int64) (orders, payments []int64) {
+func checkCut(t *testing.T, ctx context.Context, d dbs, written int64) (orders, payments []int64) {
 	t.Helper()
-	orders = pgIDs(t, ctx, s)
-	rows, err := s.myDB.QueryContext(ctx, "SELECT order_id FROM payments ORDER BY order_id")
-	if err != nil {
-		t.Fatalf("MariaDB after the restore: %v", err)
-	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		payments = append(payments, id)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows.Close()
+	orders, payments = d.ids(t, ctx)
 	t.Logf("after the restore: %d orders, %d payments (the writer had %d)", len(orders), len(payments), written)
 	if len(payments) == 0 || int64(len(orders)) >= written {
 		t.Fatalf("restore did not go back to the marker: %d orders, %d payments, %d written", len(orders), len(payments), written)
@@ -196,14 +212,59 @@ func checkCut(t *testing.T, ctx context.Context, s *stack, written int64) (order
 }
 
 // takesWrites checks that both databases accept writes after a restore.
-func takesWrites(t *testing.T, ctx context.Context, s *stack) {
+func takesWrites(t *testing.T, ctx context.Context, d dbs) {
 	t.Helper()
-	if err := s.pgExec(ctx, "INSERT INTO orders (id) VALUES (999999)"); err != nil {
+	if err := pgExec(ctx, d.pgDSN, "INSERT INTO orders (id) VALUES ($1)", takesWritesID); err != nil {
 		t.Fatalf("PostgreSQL after the restore: %v", err)
 	}
-	if _, err := s.myDB.ExecContext(ctx, "INSERT INTO payments (order_id) VALUES (999999)"); err != nil {
+	if _, err := d.my.ExecContext(ctx, "INSERT INTO payments (order_id) VALUES (?)", takesWritesID); err != nil {
 		t.Fatalf("MariaDB after the restore: %v", err)
 	}
+}
+
+// takesWritesID is the pair takesWrites writes, far above the writer's.
+const takesWritesID = 999999
+
+// dbs are the two databases of one copy of the service.
+type dbs struct {
+	pgDSN string
+	my    *sql.DB
+}
+
+func (s *stack) dbs() dbs { return dbs{pgDSN: s.pgDSN(), my: s.myDB} }
+
+// ids reads the order ids from PostgreSQL and the payment ids from MariaDB,
+// both sorted.
+func (d dbs) ids(t *testing.T, ctx context.Context) (orders, payments []int64) {
+	t.Helper()
+	c, err := pgx.Connect(ctx, d.pgDSN)
+	if err != nil {
+		t.Fatalf("PostgreSQL: %v", err)
+	}
+	defer c.Close(context.Background())
+	rows, err := c.Query(ctx, "SELECT id FROM orders ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orders, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+		t.Fatal(err)
+	}
+	myRows, err := d.my.QueryContext(ctx, "SELECT order_id FROM payments ORDER BY order_id")
+	if err != nil {
+		t.Fatalf("MariaDB: %v", err)
+	}
+	defer myRows.Close()
+	for myRows.Next() {
+		var id int64
+		if err := myRows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		payments = append(payments, id)
+	}
+	if err := myRows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return orders, payments
 }
 
 func ignoreCancel(ctx context.Context, err error) error {
@@ -211,24 +272,6 @@ func ignoreCancel(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-func pgIDs(t *testing.T, ctx context.Context, s *stack) []int64 {
-	t.Helper()
-	c, err := pgx.Connect(ctx, s.pgDSN())
-	if err != nil {
-		t.Fatalf("PostgreSQL after the restore: %v", err)
-	}
-	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, "SELECT id FROM orders ORDER BY id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ids
 }
 
 // contiguous reports whether ids (sorted) are 1..len(ids).

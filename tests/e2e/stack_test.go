@@ -459,14 +459,16 @@ func newStack(t *testing.T) *stack {
 }
 
 // pgDSN is the libpq DSN of the stack's PostgreSQL.
-func (s *stack) pgDSN() string {
-	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres", s.pg.SockDir, s.pg.Port)
-}
+func (s *stack) pgDSN() string { return s.pg.DSN() }
 
 // pgExec runs one statement over a connection of its own; unlike psql it
 // gives up when ctx ends, also against a server stuck on a frozen disk.
 func (s *stack) pgExec(ctx context.Context, sql string, args ...any) error {
-	c, err := pgx.Connect(ctx, s.pgDSN())
+	return pgExec(ctx, s.pgDSN(), sql, args...)
+}
+
+func pgExec(ctx context.Context, dsn, sql string, args ...any) error {
+	c, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err
 	}
