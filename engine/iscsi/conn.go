@@ -81,11 +81,41 @@ type conn struct {
 	sem     chan struct{}
 	mem     *semaphore.Weighted
 	taskWG  sync.WaitGroup
+	running atomic.Int32 // commands executing on goroutines of their own
 	text    textState
 	logoutR bool
 	// inlineOff counts commands left before runInline tries again
 	// (reader goroutine only).
 	inlineOff int
+	// caughtUp counts the commands in a row that acknowledged every
+	// response we had sent (reader goroutine; see pollWanted).
+	caughtUp int
+}
+
+// pollWanted tells the connection's spinReader whether polling for the
+// next request may pay: the initiator waits for each answer before it sends
+// the next command (queue depth 1: every command's ExpStatSN acknowledges
+// all we sent, several times in a row), and no command of ours is running
+// on another goroutine. An initiator that keeps several commands in flight
+// is busy producing them; the CPU is better left to it and to the journal
+// (measured: polling cost 20 % at queue depth 16 on 2 CPUs).
+func (c *conn) pollWanted() bool {
+	return c.caughtUp >= pollAfterCaughtUp && c.running.Load() == 0
+}
+
+// pollAfterCaughtUp commands in a row mark queue depth 1.
+const pollAfterCaughtUp = 4
+
+// noteExpStatSN updates caughtUp with a command's ExpStatSN.
+func (c *conn) noteExpStatSN(p *pdu.PDU) {
+	c.smu.Lock()
+	sent := c.statSN
+	c.smu.Unlock()
+	if p.U32(pdu.OffExpStatSN) == sent {
+		c.caughtUp++
+	} else {
+		c.caughtUp = 0
+	}
 }
 
 type textState struct {
@@ -96,10 +126,9 @@ type textState struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{
+	c := &conn{
 		srv:    s,
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
 		bw:     bufio.NewWriterSize(nc, 64<<10),
 		log:    s.log.With("remote", nc.RemoteAddr().String()),
 		ctx:    ctx,
@@ -108,6 +137,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		sem:    make(chan struct{}, s.cfg.QueueDepth),
 		mem:    semaphore.NewWeighted(sessionMemory),
 	}
+	c.br = bufio.NewReaderSize(newSpinReader(nc, s.cfg.PollSpin, c.pollWanted, s.spinSlots), 64<<10)
+	return c
 }
 
 func (c *conn) close() {
@@ -422,6 +453,9 @@ func (c *conn) fullFeature() error {
 				return fmt.Errorf("%w: %w", errProtocol, err)
 			}
 			return err
+		}
+		if p.Opcode() == pdu.OpSCSICmd {
+			c.noteExpStatSN(p)
 		}
 		if err := c.dispatch(p); err != nil {
 			return err

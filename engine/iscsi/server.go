@@ -78,7 +78,15 @@ type ServerConfig struct {
 	LoginTimeout time.Duration
 	// WriteTimeout bounds one send to an initiator (default 30s).
 	WriteTimeout time.Duration
+	// PollSpin is how long a connection polls its socket for the next
+	// request before it waits in the network poller (see spinReader):
+	// 0 takes DefaultPollSpin, a negative value never polls.
+	PollSpin time.Duration
 }
+
+// DefaultPollSpin suits initiators on the same host or a fast network: it
+// covers the gap between a response and the next request at queue depth 1.
+const DefaultPollSpin = 200 * time.Microsecond
 
 type target struct {
 	cfg   TargetConfig
@@ -100,6 +108,7 @@ type Server struct {
 	nextTSIH  uint16
 	closed    bool
 	wg        sync.WaitGroup
+	spinSlots *spinSlots
 }
 
 // NewServer returns a server with no targets.
@@ -119,12 +128,16 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
+	if cfg.PollSpin == 0 {
+		cfg.PollSpin = DefaultPollSpin
+	}
 	return &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		targets:   map[string]*target{},
 		conns:     map[*conn]struct{}{},
 		listeners: map[net.Listener]struct{}{},
+		spinSlots: newSpinSlots(),
 	}
 }
 

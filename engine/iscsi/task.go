@@ -119,8 +119,10 @@ func (c *conn) scsiCommand(p *pdu.PDU) error {
 		t.mu.Unlock()
 	}
 	c.taskWG.Add(1)
+	c.running.Add(1)
 	go func() {
 		defer c.taskWG.Done()
+		defer c.running.Add(-1)
 		defer close(t.done)
 		t.run(unsolicited)
 		// A Data-Out still arriving for this task finds no buffer.

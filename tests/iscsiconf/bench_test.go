@@ -30,12 +30,15 @@ func BenchmarkQemuWrite4K(b *testing.B) {
 		// prefill writes this many scattered 4 KiB blocks at QD16 first:
 		// a volume with some history, as in scripts/bench-iscsi.sh.
 		prefill int
+		spin    time.Duration // ServerConfig.PollSpin; -1 never polls
 	}{
-		{"mem/QD1", []string{"-d", "1"}, false, 0},
-		{"journal/QD1", []string{"-d", "1"}, true, 0},
-		{"journal/QD16", []string{"-d", "16"}, true, 0},
-		{"journal/QD1-flush", []string{"-d", "1", "--flush-interval=1"}, true, 0},
-		{"journal/QD1-flush-after-200MiB", []string{"-d", "1", "--flush-interval=1"}, true, 50000},
+		{"mem/QD1", []string{"-d", "1"}, false, 0, 0},
+		{"journal/QD1", []string{"-d", "1"}, true, 0, 0},
+		{"journal/QD1-nopoll", []string{"-d", "1"}, true, 0, -1},
+		{"journal/QD16", []string{"-d", "16"}, true, 0, 0},
+		{"journal/QD16-nopoll", []string{"-d", "16"}, true, 0, -1},
+		{"journal/QD1-flush", []string{"-d", "1", "--flush-interval=1"}, true, 0, 0},
+		{"journal/QD1-flush-after-200MiB", []string{"-d", "1", "--flush-interval=1"}, true, 50000, 0},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -56,7 +59,7 @@ func BenchmarkQemuWrite4K(b *testing.B) {
 				}
 				dev = m
 			}
-			srv := iscsi.NewServer(iscsi.ServerConfig{})
+			srv := iscsi.NewServer(iscsi.ServerConfig{PollSpin: tc.spin})
 			if err := srv.AddTarget(iscsi.TargetConfig{IQN: iqn, LUNs: []iscsi.LUNConfig{{Device: dev}}}); err != nil {
 				b.Fatal(err)
 			}
