@@ -32,8 +32,11 @@
 //
 // The newest segment is preallocated (fallocate) to the segment size where
 // the file system allows, so that a flush's fdatasync has no file size or
-// block allocation to commit. The bytes past its last record then read as
-// zeros; an all-zero remainder of a segment at or past its synced-through
+// block allocation to commit, and a sync that carries little data first
+// writes zeros over the next MiB ahead of the records (zeroAhead), so that
+// later small syncs find their blocks already written rather than unwritten
+// extents to convert. The bytes past its last record read as zeros either
+// way; an all-zero remainder of a segment at or past its synced-through
 // offset is the end of the log, not a record and not damage (a frame is
 // never all zeros: its body length is at least 40). Close truncates the
 // newest segment to its last record, so a cleanly closed log holds exactly

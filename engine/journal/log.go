@@ -58,6 +58,10 @@ type segment struct {
 	lastTS   int64
 	f        vfs.File
 	written  int64 // bytes handed to the file
+	// prealloc: the file was preallocated to the segment size, so zeroAhead
+	// may write zeros past written; zeroed is where its zeros end.
+	prealloc bool
+	zeroed   int64
 }
 
 // SegmentInfo describes a segment for retention decisions.
@@ -172,7 +176,7 @@ func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *Op
 			return nil, nil, err
 		}
 		if l.active.written < opts.SegmentSize {
-			preallocate(l.active.f, opts.SegmentSize)
+			l.active.prealloc = preallocate(l.active.f, opts.SegmentSize)
 		}
 	}
 	l.bufOff = l.active.written
@@ -335,7 +339,7 @@ func (l *Log) createSegment(num, firstSeq uint64) error {
 	if _, err := f.WriteAt(encodeSegHeader(segHeader{num: num, firstSeq: firstSeq, syncedThrough: segHeaderSize}), 0); err != nil {
 		return fail(err)
 	}
-	preallocate(f, l.opts.SegmentSize)
+	prealloc := preallocate(f, l.opts.SegmentSize)
 	if err := f.Sync(); err != nil {
 		return fail(err)
 	}
@@ -345,7 +349,7 @@ func (l *Log) createSegment(num, firstSeq uint64) error {
 	if err := l.opts.FS.SyncDir(l.dir); err != nil {
 		return fail(err)
 	}
-	seg := &segment{num: num, firstSeq: firstSeq, f: f, written: segHeaderSize}
+	seg := &segment{num: num, firstSeq: firstSeq, f: f, written: segHeaderSize, prealloc: prealloc}
 	l.segs[num] = seg
 	l.order = append(l.order, num)
 	l.active = seg
@@ -524,6 +528,11 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 	}
 	if !sync {
 		return nil
+	}
+	if len(data) <= zeroAheadMaxFlush {
+		if err := l.zeroAhead(seg); err != nil {
+			return l.fail(err)
+		}
 	}
 	if err := seg.f.Sync(); err != nil {
 		return l.fail(fmt.Errorf("sync segment %s: %w", segName(seg.num), err))

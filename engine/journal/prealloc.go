@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"fmt"
 	"syscall"
 
 	"github.com/lockstep-io/lockstep/engine/vfs"
@@ -39,6 +40,44 @@ func preallocate(f vfs.File, size int64) bool {
 		return false
 	}
 	return ferr == nil
+}
+
+// Zeros ahead of the records. fallocate leaves *unwritten* extents: the
+// first write into each block converts it, and ext4 commits that conversion
+// through its own journal, so every fdatasync after a small write paid for
+// a metadata commit (measured: 4 KiB write + fdatasync 490–600 µs into a
+// fallocated file, 360 µs into one already written with zeros). So a sync
+// that carries little data first writes zeros over the next zeroChunk of
+// the segment whenever fewer than zeroLead bytes past the records are
+// zeroed: that sync converts a whole chunk at once, and the small syncs
+// after it find their blocks written. Syncs of much data (streaming
+// writes) skip it: they pay one conversion for many blocks anyway, and
+// zeros would double what they write.
+const (
+	zeroChunk         = 1 << 20
+	zeroLead          = 256 << 10
+	zeroAheadMaxFlush = 128 << 10
+)
+
+var zeros [zeroChunk]byte
+
+// zeroAhead writes zeros past seg's records (see above). Every write to a
+// segment happens under syncMu, which the caller holds, so no record can be
+// written where these zeros land after them.
+func (l *Log) zeroAhead(seg *segment) error {
+	if !seg.prealloc || seg.zeroed-seg.written >= zeroLead {
+		return nil
+	}
+	from := max(seg.zeroed, (seg.written+4095)&^4095)
+	to := min(from+zeroChunk, l.opts.SegmentSize)
+	if to <= from {
+		return nil
+	}
+	if _, err := seg.f.WriteAt(zeros[:to-from], from); err != nil {
+		return fmt.Errorf("zero segment %s at %d: %w", segName(seg.num), from, err)
+	}
+	seg.zeroed = to
+	return nil
 }
 
 // zeroTail reports whether b holds nothing but zeros: space preallocated
