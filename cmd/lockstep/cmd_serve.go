@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +17,7 @@ import (
 
 func init() {
 	var dataDir, policyDir, iscsiAddr, listen, logFormat, logLevel string
+	var foldInterval time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR [--listen ADDR] [--iscsi ADDR] [--policy DIR]",
 		Short: "Run the daemon: journaled volumes over iSCSI, markers, the API",
@@ -34,7 +36,12 @@ writes the address it listens on to DATA/api.addr, so the CLI needs only
 Without --policy the daemon serves the policy applied last (lockstep apply),
 resolving its env() and file() secrets again in its own environment. With
 --policy DIR it applies DIR at start exactly as 'lockstep apply DIR' would,
-refusing to destroy or shrink volumes. Stops on SIGINT or SIGTERM, waiting for
+refusing to destroy or shrink volumes.
+
+Every --fold-interval (default 10m; 0 disables) the daemon enforces each
+service's retention: history beyond retention.journal is folded away except
+the markers the keep_* rules select (see 'lockstep fold'), so the journal
+stays bounded. Stops on SIGINT or SIGTERM, waiting for
 running markers to thaw their applications.
 
 Exit codes: 0 stopped by a signal, 1 failed to start or failed while
@@ -48,7 +55,10 @@ serving, 2 usage error.`,
 			if err != nil {
 				return withExit(exitUsage, err)
 			}
-			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger}
+			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval}
+			if foldInterval <= 0 {
+				cfg.FoldInterval = -1 // Config's zero means the default
+			}
 			if policyDir != "" {
 				srcs, err := readSources(policyDir)
 				if err != nil {
@@ -70,6 +80,7 @@ serving, 2 usage error.`,
 	cmd.Flags().StringVar(&policyDir, "policy", "", "apply this policy directory or file at start")
 	cmd.Flags().StringVar(&iscsiAddr, "iscsi", "127.0.0.1:3260", "iSCSI portal address")
 	cmd.Flags().StringVar(&listen, "listen", api.DefaultAddr, "HTTP API address (token required; also serves /metrics)")
+	cmd.Flags().DurationVar(&foldInterval, "fold-interval", daemon.DefaultFoldInterval, "how often retention folds run (0 disables them)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	rootCmd.AddCommand(cmd)

@@ -28,9 +28,7 @@ type ReconcileReport struct {
 // Running it twice changes nothing the second time. It works on any Catalog.
 func Reconcile(ctx context.Context, c Catalog, journal []store.Marker, now time.Time) (ReconcileReport, error) {
 	var rep ReconcileReport
-	inJournal := make(map[string]bool, len(journal))
 	for _, jm := range journal {
-		inJournal[jm.ID] = true
 		_, err := c.Marker(ctx, jm.ID)
 		if err == nil {
 			continue
@@ -49,28 +47,49 @@ func Reconcile(ctx context.Context, c Catalog, journal []store.Marker, now time.
 		}
 		rep.Added = append(rep.Added, m.ID)
 	}
+	expired, err := ExpireGone(ctx, c, journal, now)
+	for _, m := range expired {
+		rep.Expired = append(rep.Expired, m.ID)
+	}
+	if err != nil {
+		return rep, err
+	}
+	sort.Strings(rep.Added)
+	sort.Strings(rep.Expired)
+	return rep, nil
+}
+
+// ExpireGone is the second half of Reconcile, safe to run while markers are
+// being taken (a marker reaches the journal before the catalog): every
+// restorable catalog marker whose journal record is gone is set to
+// StateExpired with a "marker_expired" event. It returns the markers it
+// expired, as now recorded.
+func ExpireGone(ctx context.Context, c Catalog, journal []store.Marker, now time.Time) ([]Marker, error) {
+	inJournal := make(map[string]bool, len(journal))
+	for _, jm := range journal {
+		inJournal[jm.ID] = true
+	}
 	all, err := c.Markers(ctx, MarkerFilter{})
 	if err != nil {
-		return rep, fmt.Errorf("catalog: reconcile: %w", err)
+		return nil, fmt.Errorf("catalog: reconcile: %w", err)
 	}
+	var out []Marker
 	for _, m := range all {
 		if !m.Restorable() || inJournal[m.ID] {
 			continue
 		}
 		m.State = StateExpired
 		if err := c.PutMarker(ctx, m); err != nil {
-			return rep, fmt.Errorf("catalog: reconcile marker %s: %w", m.ID, err)
+			return out, fmt.Errorf("catalog: reconcile marker %s: %w", m.ID, err)
 		}
 		data, _ := json.Marshal(map[string]any{"id": m.ID, "class": m.Class})
 		if _, err := c.AddEvent(ctx, Event{Time: now, Type: EventMarkerExpired, Severity: Info, Service: m.Service, Data: data,
 			Message: fmt.Sprintf("marker %s of service %q is no longer in the journal (retention or volume removal); kept as expired", m.ID, m.Service)}); err != nil {
-			return rep, fmt.Errorf("catalog: reconcile: %w", err)
+			return out, fmt.Errorf("catalog: reconcile: %w", err)
 		}
-		rep.Expired = append(rep.Expired, m.ID)
+		out = append(out, m)
 	}
-	sort.Strings(rep.Added)
-	sort.Strings(rep.Expired)
-	return rep, nil
+	return out, nil
 }
 
 // FromJournal builds a catalog marker from a journal marker record. The

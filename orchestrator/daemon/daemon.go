@@ -2,7 +2,12 @@
 // directory, serves its volumes over iSCSI, hosts the orchestrator that takes
 // each service's markers, and answers the HTTP API (package api) that the CLI
 // and Prometheus talk to. Policies reach it through plan and apply, which
-// change volumes, targets and schedules all together or not at all.
+// change volumes, targets and schedules all together or not at all. A
+// retention loop (retention.go) folds each service's history by its
+// retention every --fold-interval, so the shared journal stays bounded:
+// markers the keep rules select and the undo point of the last restore stay
+// readable, the rest of the history beyond the window is folded away and
+// the catalog marks the markers that went as expired.
 //
 // The API listens on TCP (default 127.0.0.1:7460) and every request, /metrics
 // included, carries the token of DATA/api.token. It replaces the unix control
@@ -67,6 +72,9 @@ type Config struct {
 	// the default (see protector.go).
 	NewProtector func(ctx context.Context, d *Daemon) (Protector, error)
 	StoreOptions store.Options
+	// FoldInterval is how often retention folds run (see retention.go):
+	// zero takes DefaultFoldInterval, a negative value disables them.
+	FoldInterval time.Duration
 }
 
 // Daemon runs the store, the iSCSI target, the orchestrator and the API.
@@ -94,7 +102,8 @@ type Daemon struct {
 	exposed map[string]*exposure
 	io      map[string]*ioCounters // volume name -> counters of its LUN
 
-	rs *restores // see restore.go
+	rs    *restores // see restore.go
+	folds *folds    // see retention.go
 }
 
 type exposure struct {
@@ -117,6 +126,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
+	if cfg.FoldInterval == 0 {
+		cfg.FoldInterval = DefaultFoldInterval
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
 	}
@@ -125,7 +137,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		cfg.StoreOptions.Clock = cfg.Clock
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, started: cfg.Clock.Now(),
-		targets: map[string]iscsi.TargetConfig{}, exposed: map[string]*exposure{}, io: map[string]*ioCounters{}}
+		targets: map[string]iscsi.TargetConfig{}, exposed: map[string]*exposure{}, io: map[string]*ioCounters{}, folds: newFolds()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -301,12 +313,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return fmt.Errorf("api address file: %w", err)
 	}
 	defer os.Remove(addrFile)
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); errc <- d.srv.Serve(ctx, d.iscsi) }()
 	go func() { defer wg.Done(); errc <- d.serveAPI(ctx, d.apiL) }()
 	go func() { defer wg.Done(); errc <- d.prot.Run(ctx) }()
+	go func() { defer wg.Done(); errc <- d.foldLoop(ctx) }()
 	d.log.Info("lockstep serving", "data", d.cfg.DataDir, "iscsi", d.Portal(), "api", d.Addr(), "orchestrator", d.prot.Kind())
 	var err error
 	select {
@@ -492,6 +505,12 @@ func (d *Daemon) Close() error {
 	d.mu.Unlock()
 	if d.rs != nil {
 		d.rs.close()
+	}
+	if d.folds != nil {
+		// A fold still running (its context ended with Serve's) returns
+		// before the store closes under it.
+		d.folds.run.Lock()
+		defer d.folds.run.Unlock()
 	}
 	var err error
 	if d.prot != nil {

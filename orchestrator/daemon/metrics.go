@@ -51,6 +51,12 @@ var (
 		"I/O commands initiators sent to the volume's LUN.", []string{"volume", "op"}, nil)
 	mIOBytes = prometheus.NewDesc("lockstep_iscsi_bytes_total",
 		"Bytes initiators read from or wrote to the volume's LUN.", []string{"volume", "op"}, nil)
+	mFolds = prometheus.NewDesc("lockstep_retention_folds_total",
+		"Retention folds of the service by outcome (ok, skipped, failed); service \"\" is the volumes of no service.", []string{"service", "outcome"}, nil)
+	mFoldBytes = prometheus.NewDesc("lockstep_retention_reclaimed_bytes_total",
+		"Journal bytes the service's retention folds removed.", []string{"service"}, nil)
+	mFoldTime = prometheus.NewDesc("lockstep_retention_last_fold_timestamp_seconds",
+		"Time of the service's last successful retention fold.", []string{"service"}, nil)
 	mIOErrors = prometheus.NewDesc("lockstep_iscsi_errors_total",
 		"I/O commands on the volume's LUN that failed.", []string{"volume"}, nil)
 )
@@ -69,7 +75,8 @@ func (m *metrics) handler() http.Handler {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRPOAge, mRPOTarget, mRPOBreach, mMarkers, mMissed, mMarkerDuration, mFreezeWindow,
 		mLastDuration, mLastFreeze, mMarkerTime,
-		mJournalBytes, mJournalSegments, mWindow, mVolumeSize, mIOOps, mIOBytes, mIOErrors} {
+		mJournalBytes, mJournalSegments, mWindow, mVolumeSize, mIOOps, mIOBytes, mIOErrors,
+		mFolds, mFoldBytes, mFoldTime} {
 		ch <- d
 	}
 }
@@ -114,6 +121,17 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(mWindow, now.Sub(time.Unix(0, vi.FoldThrough)).Seconds(), vi.Name)
 		}
 	}
+	d.folds.mu.Lock()
+	for svc, st := range d.folds.stats {
+		counter(mFolds, st.ok, svc, "ok")
+		counter(mFolds, st.skipped, svc, "skipped")
+		counter(mFolds, st.failed, svc, "failed")
+		counter(mFoldBytes, uint64(st.bytes), svc)
+		if !st.last.IsZero() {
+			gauge(mFoldTime, float64(st.last.UnixNano())/1e9, svc)
+		}
+	}
+	d.folds.mu.Unlock()
 	d.mu.Lock()
 	io := make(map[string]*ioCounters, len(d.io))
 	for k, v := range d.io {

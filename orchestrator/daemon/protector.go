@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lockstep-io/lockstep/engine/clock"
+	"github.com/lockstep-io/lockstep/engine/store"
 	"github.com/lockstep-io/lockstep/orchestrator/api"
 	"github.com/lockstep-io/lockstep/orchestrator/catalog"
 	"github.com/lockstep-io/lockstep/orchestrator/catalog/boltcat"
@@ -41,6 +43,11 @@ type Protector interface {
 	// Hold stops markers of service until release is called (a restore
 	// rolls its volumes); it waits for a marker under way.
 	Hold(ctx context.Context, service, why string) (release func(), err error)
+	// ExpireMarkers sets every restorable catalog marker whose journal
+	// record is gone (a retention fold let it go) to expired, each with a
+	// "marker_expired" event, and returns them. It never adds markers, so
+	// it is safe while markers are being taken.
+	ExpireMarkers(ctx context.Context) ([]catalog.Marker, error)
 	// Metrics is a snapshot for /metrics.
 	Metrics() protect.Metrics
 	Close() error
@@ -56,6 +63,8 @@ const CatalogFile = "catalog.db"
 // DATA/catalog.db and plugins launched by package host.
 type protector struct {
 	p       *protect.Protector
+	st      *store.Store
+	clk     clock.Clock
 	cat     *boltcat.Catalog
 	plugins *hostPlugins
 }
@@ -79,7 +88,7 @@ func defaultProtector(ctx context.Context, d *Daemon) (Protector, error) {
 	if len(rep.Added)+len(rep.Expired) > 0 {
 		d.log.Info("catalog reconciled with the journal", "added", len(rep.Added), "expired", len(rep.Expired))
 	}
-	return &protector{p: p, cat: cat, plugins: hp}, nil
+	return &protector{p: p, st: d.st, clk: d.clk, cat: cat, plugins: hp}, nil
 }
 
 func (p *protector) Kind() string { return "protect" }
@@ -149,6 +158,10 @@ func (p *protector) Services(ctx context.Context) ([]api.Service, error) {
 }
 
 func (p *protector) Metrics() protect.Metrics { return p.p.Metrics() }
+
+func (p *protector) ExpireMarkers(ctx context.Context) ([]catalog.Marker, error) {
+	return catalog.ExpireGone(ctx, p.cat, p.st.Markers(""), p.clk.Now())
+}
 
 func (p *protector) Close() error {
 	p.plugins.Close()

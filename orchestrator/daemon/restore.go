@@ -417,7 +417,14 @@ func (d *Daemon) postRestore(w http.ResponseWriter, r *http.Request) {
 
 // holding runs fn with the service's markers held: a marker taken while
 // its volumes roll would record a half-restored point.
+// Retention folds skip the service meanwhile: a fold could let go of the
+// point being restored to.
 func (d *Daemon) holding(ctx context.Context, service, why string, fn func() api.RestoreLine) api.RestoreLine {
+	done, err := d.folds.restoring(ctx, service)
+	if err != nil {
+		return api.RestoreLine{Final: true, Error: fmt.Sprintf("service %q: waiting for its retention fold: %v", service, err)}
+	}
+	defer done()
 	release, err := d.prot.Hold(ctx, service, why)
 	if err != nil {
 		return api.RestoreLine{Final: true, Error: fmt.Sprintf("service %q: waiting for the running marker: %v", service, err)}

@@ -72,6 +72,7 @@ func (d *Daemon) handler() http.Handler {
 		reply(w, res, err)
 	})
 	d.restoreRoutes(mux)
+	d.foldRoutes(mux)
 	mux.Handle("GET /metrics", d.metrics.handler())
 	// Agents (agents.go); enrolment is authenticated by its token's MAC,
 	// not by the API token.
