@@ -11,13 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lockstep-io/lockstep/engine/iscsi"
 	"github.com/lockstep-io/lockstep/orchestrator/api"
 	"github.com/lockstep-io/lockstep/orchestrator/daemon"
 )
 
 func init() {
 	var dataDir, policyDir, iscsiAddr, listen, logFormat, logLevel string
-	var foldInterval time.Duration
+	var foldInterval, iscsiPoll time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR [--listen ADDR] [--iscsi ADDR] [--policy DIR]",
 		Short: "Run the daemon: journaled volumes over iSCSI, markers, the API",
@@ -55,7 +56,10 @@ serving, 2 usage error.`,
 			if err != nil {
 				return withExit(exitUsage, err)
 			}
-			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval}
+			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval, ISCSIPoll: iscsiPoll}
+			if iscsiPoll <= 0 {
+				cfg.ISCSIPoll = -1 // Config's zero means the default
+			}
 			if foldInterval <= 0 {
 				cfg.FoldInterval = -1 // Config's zero means the default
 			}
@@ -79,6 +83,7 @@ serving, 2 usage error.`,
 	cmd.Flags().StringVar(&dataDir, "data", os.Getenv("LOCKSTEP_DATA"), "data directory (env LOCKSTEP_DATA)")
 	cmd.Flags().StringVar(&policyDir, "policy", "", "apply this policy directory or file at start")
 	cmd.Flags().StringVar(&iscsiAddr, "iscsi", "127.0.0.1:3260", "iSCSI portal address")
+	cmd.Flags().DurationVar(&iscsiPoll, "iscsi-poll", iscsi.DefaultPollSpin, "how long an iSCSI connection at queue depth 1 polls for its next command before it sleeps (0 never polls; saves CPU, costs latency)")
 	cmd.Flags().StringVar(&listen, "listen", api.DefaultAddr, "HTTP API address (token required; also serves /metrics)")
 	cmd.Flags().DurationVar(&foldInterval, "fold-interval", daemon.DefaultFoldInterval, "how often retention folds run (0 disables them)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")

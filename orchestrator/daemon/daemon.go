@@ -64,6 +64,9 @@ type Config struct {
 	Policy []api.Source
 	// ISCSIAddr is the portal to listen on (default 127.0.0.1:3260).
 	ISCSIAddr string
+	// ISCSIPoll is the target's iscsi.ServerConfig.PollSpin (0 the
+	// default, negative never polls).
+	ISCSIPoll time.Duration
 	// Listen is the HTTP API's address (default api.DefaultAddr).
 	Listen string
 	Logger *slog.Logger
@@ -165,7 +168,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if ta, ok := d.apiL.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
 		d.log.Warn("the API listens beyond loopback without TLS: its token crosses the network in clear; put a TLS proxy in front or listen on 127.0.0.1", "listen", d.apiL.Addr().String())
 	}
-	d.srv = iscsi.NewServer(iscsi.ServerConfig{Portal: d.iscsi.Addr().String(), Logger: cfg.Logger})
+	d.srv = iscsi.NewServer(iscsi.ServerConfig{Portal: d.iscsi.Addr().String(), Logger: cfg.Logger, PollSpin: cfg.ISCSIPoll})
 	newProt := cfg.NewProtector
 	if newProt == nil {
 		newProt = defaultProtector
