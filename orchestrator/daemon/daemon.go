@@ -23,6 +23,8 @@
 //	catalog.db  the orchestrator's catalog (package boltcat)
 //	plugins/    vendor plugins installed by `lockstep plugin install`
 //	restores/   one durable record per restore (resume, undo)
+//	exposures.json the live exposures and as-new volumes, served again
+//	            after a restart (exposures.go)
 //	pki/        the CA that certifies agents and the daemon's client
 //	            certificate, keys 0600, made at the first `agent token`
 //	agents/     enrolled agents: name, address, certificate serial
@@ -37,7 +39,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -181,6 +182,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	if err := d.openRestores(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.restoreExposures(ctx); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -415,13 +419,14 @@ func (d *Daemon) Expose(ctx context.Context, req api.ExposeRequest) (*api.Exposu
 		}
 		e.view, dev = view, view
 	}
-	if err := d.srv.AddTarget(iscsi.TargetConfig{IQN: e.IQN, Alias: req.Volume + "@" + e.At.Format(time.RFC3339Nano), LUNs: []iscsi.LUNConfig{{ID: 0, Device: dev}}}); err != nil {
+	if err := d.srv.AddTarget(d.exposureTarget(e, dev)); err != nil {
 		d.release(ctx, e)
 		return nil, fmt.Errorf("expose %q: %w", req.Volume, err)
 	}
 	d.mu.Lock()
 	d.exposed[e.IQN] = e
 	d.mu.Unlock()
+	d.saveExposures()
 	d.log.Info("volume exposed", "volume", req.Volume, "at", e.At, "iqn", e.IQN, "writable", req.Writable)
 	out := e.Exposure
 	return &out, nil
@@ -446,6 +451,7 @@ func (d *Daemon) Unexpose(ctx context.Context, iqn string, keep bool) error {
 	if e == nil {
 		return fmt.Errorf("unexpose: no exposure %q (see `lockstep volume list`): %w", iqn, errNotFound)
 	}
+	d.saveExposures()
 	if err := d.srv.RemoveTarget(iqn); err != nil {
 		return fmt.Errorf("unexpose %q: %w", iqn, err)
 	}
@@ -473,7 +479,7 @@ func (d *Daemon) Exposures() []api.Exposure {
 	for _, e := range d.exposed {
 		out = append(out, e.Exposure)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IQN < out[j].IQN })
+	sortExposures(out)
 	return out
 }
 

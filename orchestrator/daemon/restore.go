@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lockstep-io/lockstep/engine/iscsi"
 	"github.com/lockstep-io/lockstep/orchestrator/api"
 	"github.com/lockstep-io/lockstep/orchestrator/catalog"
 	"github.com/lockstep-io/lockstep/orchestrator/restore"
@@ -541,18 +540,13 @@ func (d *Daemon) restoreAsNew(ctx context.Context, service string, t restore.Tar
 		if an.Plan.Marker != nil {
 			e.Marker = an.Plan.Marker.ID
 		}
-		// The data is the source's: so is who may log in to read it.
-		d.mu.Lock()
-		src := d.targets[c.Source]
-		d.mu.Unlock()
-		tc := iscsi.TargetConfig{IQN: iqn, Alias: c.Name, LUNs: []iscsi.LUNConfig{{ID: 0, Device: v}},
-			AllowedInitiators: src.AllowedInitiators, CHAP: src.CHAP}
-		if err := d.srv.AddTarget(tc); err != nil {
+		if err := d.srv.AddTarget(d.exposureTarget(e, v)); err != nil {
 			return fail(fmt.Errorf("as-new: volume %q target %s: %w", c.Name, iqn, err))
 		}
 		d.mu.Lock()
 		d.exposed[iqn] = e
 		d.mu.Unlock()
+		d.saveExposures()
 		made = append(made, iqn)
 		progress(restore.Progress{Step: "expose", Object: c.Name, Done: true, Outcome: restore.OK, N: n, Total: total, Elapsed: time.Since(begin)})
 		res.Volumes = append(res.Volumes, api.AsNewVolume{Source: c.Source, Name: c.Name, IQN: iqn, LUN: 0, Portal: d.Portal()})
