@@ -23,9 +23,12 @@ type Options struct {
 	Clock clock.Clock
 	// SegmentSize is the size at which a new segment is cut (default 64 MiB).
 	SegmentSize int64
-	// WriteBehind is the number of buffered bytes that makes an appender
-	// hand the buffer to the file without waiting for a sync (default 4 MiB).
-	// It bounds the log's memory.
+	// WriteBehind is the number of buffered bytes at which the buffer is
+	// handed to the file without waiting for a sync (default 4 MiB): by a
+	// goroutine of its own, so appenders go on filling the other buffer,
+	// unless twice as much is buffered, when the appender writes itself.
+	// It bounds the log's memory: two buffers of 2×WriteBehind at most
+	// (plus one record).
 	WriteBehind int
 	Logger      *slog.Logger
 }
@@ -99,6 +102,8 @@ type Log struct {
 	lastTS      int64
 	closed      bool
 	failed      error // sticky: after a write or fsync error nothing is acknowledged
+
+	wbBusy atomic.Bool // a background write-behind is running
 
 	writtenSeq uint64        // last seq handed to a file (syncMu)
 	durableSeq atomic.Uint64 // last seq known durable
@@ -396,7 +401,7 @@ func (l *Log) Append(r *Record, onAppend func(seq uint64, ts int64, loc Loc)) (u
 		if l.buf == nil {
 			// Full size at once: growing a multi-MiB buffer step by step
 			// copies it many times over (and faults in fresh pages).
-			l.buf = make([]byte, 0, l.opts.WriteBehind+bufSlack)
+			l.buf = make([]byte, 0, 2*l.opts.WriteBehind+bufSlack)
 		}
 		r.Seq = l.nextSeq
 		l.nextSeq++
@@ -413,15 +418,33 @@ func (l *Log) Append(r *Record, onAppend func(seq uint64, ts int64, loc Loc)) (u
 		if onAppend != nil {
 			onAppend(r.Seq, ts, loc)
 		}
-		behind := len(l.buf) >= l.opts.WriteBehind
+		behind, over := len(l.buf) >= l.opts.WriteBehind, len(l.buf) >= 2*l.opts.WriteBehind
 		l.mu.Unlock()
-		if behind {
+		switch {
+		case over:
+			// The background write fell behind: wait for the disk.
 			if err := l.writeOut(false, 0); err != nil {
 				return 0, 0, err
 			}
+		case behind:
+			l.writeBehind()
 		}
 		return r.Seq, ts, nil
 	}
+}
+
+// writeBehind hands the buffer to the file on a goroutine of its own, so
+// that the appender (an iSCSI connection's reader, say) does not stall for
+// a multi-MiB write. One runs at a time; an error is sticky (writeOut), so
+// the next Append or Sync reports it.
+func (l *Log) writeBehind() {
+	if !l.wbBusy.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer l.wbBusy.Store(false)
+		l.writeOut(false, 0)
+	}()
 }
 
 // Sync returns when every record with sequence number <= seq is durable.
@@ -519,7 +542,7 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 	l.mu.Lock()
 	seg.written = off + int64(len(data))
 	l.inflight, l.inflightSeg = nil, nil
-	if cap(data) <= 2*(l.opts.WriteBehind+MaxRecordBody) {
+	if cap(data) <= 2*l.opts.WriteBehind+bufSlack+MaxRecordBody {
 		l.spare = data[:0]
 	}
 	l.mu.Unlock()
