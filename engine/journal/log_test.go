@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -259,4 +260,73 @@ func TestFailedWriteIsSticky(t *testing.T) {
 		t.Fatal("append after a failed sync was accepted")
 	}
 	_ = vfs.OS{}
+}
+
+// TestWriteBehindBound: while the disk stalls, appenders fill the buffer up
+// to twice the write-behind and then wait; the log's buffered bytes never
+// pass that bound (plus one record), and everything lands once the disk
+// moves again.
+func TestWriteBehindBound(t *testing.T) {
+	const wb = 256 << 10
+	fsys := vfs.NewCrashFS()
+	l, _, err := Open(context.Background(), "/j", Options{FS: fsys, WriteBehind: wb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := make(chan struct{})
+	stalled := make(chan struct{}, 1)
+	fsys.SetOnOp(func(op vfs.Op) {
+		if op.Kind == vfs.OpWrite {
+			select {
+			case stalled <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+	})
+	const n = 400 // 400 × 4 KiB: far more than twice the write-behind
+	done := make(chan error, 1)
+	var appended atomic.Int64
+	go func() {
+		for i := range n {
+			if _, _, err := l.Append(writeRec(1, int64(i)*4096, bytes.Repeat([]byte{byte(i)}, 4096)), nil); err != nil {
+				done <- err
+				return
+			}
+			appended.Add(1)
+		}
+		done <- nil
+	}()
+	<-stalled
+	// Let the appender run into the bound.
+	deadline := time.Now().Add(5 * time.Second)
+	for last := int64(-1); ; {
+		time.Sleep(20 * time.Millisecond)
+		cur := appended.Load()
+		if cur == last || time.Now().After(deadline) {
+			break
+		}
+		last = cur
+	}
+	l.mu.Lock()
+	buffered := len(l.buf) + len(l.inflight)
+	l.mu.Unlock()
+	if limit := 2*wb + 2*(4096+RecordOverhead+64); len(l.buf) > limit {
+		t.Fatalf("%d bytes buffered while the disk stalls, bound %d", len(l.buf), limit)
+	}
+	if appended.Load() >= n {
+		t.Fatalf("all %d appends returned while the disk stalled (%d bytes buffered): nothing bounds the buffer", n, buffered)
+	}
+	fsys.SetOnOp(nil)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SyncAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l.DurableSeq() != n {
+		t.Fatalf("durable through %d, want %d", l.DurableSeq(), n)
+	}
 }
