@@ -108,7 +108,7 @@ func printFold(w io.Writer, res api.FoldResult) {
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "  segments removed: %d\n", sf.SegmentsRemoved)
-		fmt.Fprintf(w, "  bytes freed: %s\n", bytesString(sf.BytesFreed))
+		fmt.Fprintf(w, "  bytes freed: %s\n", api.FormatBytes(sf.BytesFreed))
 	}
-	fmt.Fprintf(w, "journal: %s after the fold (%s freed)\n", bytesString(res.JournalBytes), bytesString(res.BytesFreed))
+	fmt.Fprintf(w, "journal: %s after the fold (%s freed)\n", api.FormatBytes(res.JournalBytes), api.FormatBytes(res.BytesFreed))
 }

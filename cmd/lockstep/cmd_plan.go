@@ -118,13 +118,13 @@ func printPlan(w, ew io.Writer, p *api.Plan) {
 			fmt.Fprintf(w, "  + %s  %s\n", v.Volume, v.Detail)
 		case api.Resize:
 			change++
-			fmt.Fprintf(w, "  ~ %s  resize %s -> %s\n", v.Volume, bytesString(v.OldSize), bytesString(v.NewSize))
+			fmt.Fprintf(w, "  ~ %s  resize %s -> %s\n", v.Volume, api.FormatBytes(v.OldSize), api.FormatBytes(v.NewSize))
 		case api.Update:
 			change++
 			fmt.Fprintf(w, "  ~ %s  %s\n", v.Volume, v.Detail)
 		case api.Destroy:
 			destroy++
-			fmt.Fprintf(w, "  - %s  %s and its whole journal history\n", v.Volume, bytesString(v.OldSize))
+			fmt.Fprintf(w, "  - %s  %s and its whole journal history\n", v.Volume, api.FormatBytes(v.OldSize))
 		}
 	}
 	if len(p.Services) > 0 {

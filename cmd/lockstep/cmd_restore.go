@@ -224,7 +224,7 @@ func runInPlace(cmd *cobra.Command, service string, req api.RestoreRequest, o re
 		if err := p.WriteText(cmd.OutOrStdout()); err != nil {
 			return err
 		}
-		what := fmt.Sprintf("Restore service %q in place? Its apps stop and %s of writes are rolled back", service, bytesString(p.Bytes))
+		what := fmt.Sprintf("Restore service %q in place? Its apps stop and %s of writes are rolled back", service, api.FormatBytes(p.Bytes))
 		if err := confirm(cmd, what); err != nil {
 			return err
 		}
@@ -422,7 +422,7 @@ func (pp *progressPrinter) tick() {
 		s.shown = true
 		extra := ""
 		if s.p.Bytes > 0 {
-			extra = " (" + bytesString(s.p.Bytes) + ")"
+			extra = " (" + api.FormatBytes(s.p.Bytes) + ")"
 		}
 		fmt.Fprintf(pp.w, "[%d/%d] %s%s ...\n", s.p.N, s.p.Total, stepName(s.p), extra)
 	}

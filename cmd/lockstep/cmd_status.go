@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lockstep-io/lockstep/orchestrator/api"
 )
 
 func init() {
@@ -41,7 +43,7 @@ Exit codes: 0 the daemon answered, 1 it could not be reached or asked,
 				fmt.Fprintln(w, "policy:       none applied (run `lockstep apply DIR`)")
 			}
 			fmt.Fprintf(w, "services:     %d, volumes: %d, exposures: %d\n", s.Services, s.Volumes, s.Exposures)
-			fmt.Fprintf(w, "journal:      %s in %d segment(s), last sequence %d\n", bytesString(s.Journal.Bytes), s.Journal.Segments, s.Journal.LastSeq)
+			fmt.Fprintf(w, "journal:      %s in %d segment(s), last sequence %d\n", api.FormatBytes(s.Journal.Bytes), s.Journal.Segments, s.Journal.LastSeq)
 			if !s.Journal.Oldest.IsZero() {
 				fmt.Fprintf(w, "window:       %s .. %s\n", s.Journal.Oldest.Format(time.RFC3339), s.Journal.Newest.Format(time.RFC3339))
 			}
@@ -56,19 +58,6 @@ Exit codes: 0 the daemon answered, 1 it could not be reached or asked,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	addClientFlags(cmd.Flags())
 	rootCmd.AddCommand(cmd)
-}
-
-func bytesString(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // ago prints a duration for humans: whole seconds, or milliseconds when short.

@@ -8,6 +8,7 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/store"
@@ -230,3 +231,18 @@ type ApplyResult struct {
 
 // MarshalIndent is how the CLI prints --json.
 func MarshalIndent(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
+
+// FormatBytes renders n in binary units ("512 B", "1.5 MiB") for the
+// human-readable output of the daemon's events and the CLI.
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -407,7 +407,7 @@ func (d *Daemon) foldDone(sf *api.ServiceFold, key string) {
 		d.log.Warn("retention fold skipped", "service", sf.Service, "why", sf.Skipped)
 	case sf.SegmentsRemoved > 0 || len(sf.MarkersExpired) > 0:
 		e = catalog.Event{Severity: catalog.Info, Message: fmt.Sprintf("retention fold of %s: window starts %s; %d marker(s) expired, %d journal segment(s) removed, %s freed in %s",
-			name, sf.WindowStart.Format(time.RFC3339), len(sf.MarkersExpired), sf.SegmentsRemoved, byteSize(sf.BytesFreed), sf.Duration.Round(time.Millisecond))}
+			name, sf.WindowStart.Format(time.RFC3339), len(sf.MarkersExpired), sf.SegmentsRemoved, api.FormatBytes(sf.BytesFreed), sf.Duration.Round(time.Millisecond))}
 		d.log.Info("retention fold", "service", sf.Service, "window_start", sf.WindowStart, "markers_expired", len(sf.MarkersExpired),
 			"segments_removed", sf.SegmentsRemoved, "bytes_freed", sf.BytesFreed, "duration", sf.Duration)
 	default:
@@ -430,19 +430,6 @@ func (d *Daemon) recordEvent(e catalog.Event) {
 	if _, err := b.AddEvent(context.Background(), e); err != nil {
 		d.log.Error("event not recorded", "type", e.Type, "service", e.Service, "err", err)
 	}
-}
-
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func (d *Daemon) foldRoutes(mux *http.ServeMux) {
