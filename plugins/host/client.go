@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -239,7 +240,36 @@ func (c *Client) call(ctx context.Context, call Call, f func(context.Context, sd
 		c.forget(proc)
 		return fmt.Errorf("plugin %q: %s: %w (%v)", c.spec.Name, call, ErrCrashed, err)
 	}
+	if errors.Is(err, context.DeadlineExceeded) && !c.answers(proc) {
+		// Wedged: the call timed out and the process no longer answers
+		// even a ping (a deadlock, a stopped process). Calls would only
+		// time out again: kill it, and the next call starts a fresh one
+		// (every built-in's Thaw works from a new process).
+		killHard(proc)
+		c.forget(proc)
+		return fmt.Errorf("plugin %q: %s: %w: it stopped answering and was killed (%v)", c.spec.Name, call, ErrCrashed, err)
+	}
 	return fmt.Errorf("plugin %q: %s: %w", c.spec.Name, call, err)
+}
+
+// pingTimeout bounds the health ping that tells a slow plugin call from a
+// wedged plugin process.
+var pingTimeout = 2 * time.Second
+
+// answers reports whether proc still answers go-plugin's health ping.
+func (c *Client) answers(proc *plugin.Client) bool {
+	cp, err := proc.Client()
+	if err != nil {
+		return false
+	}
+	done := make(chan error, 1)
+	go func() { done <- cp.Ping() }()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(pingTimeout):
+		return false
+	}
 }
 
 // exited reports whether the process died. A dead process shows first as
@@ -259,8 +289,23 @@ func (c *Client) exited(proc *plugin.Client, err error) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Unreachable but alive: it is of no use, so restart it next time.
+	killHard(proc)
 	proc.Kill()
 	return true
+}
+
+// killHard sends SIGKILL to proc's process. go-plugin's Kill first asks
+// the plugin to shut down and waits for that answer for as long as the
+// process lives, so for a process that answers nothing it would never
+// return.
+func killHard(proc *plugin.Client) {
+	if rc := proc.ReattachConfig(); rc != nil && rc.Pid > 0 {
+		_ = syscall.Kill(rc.Pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !proc.Exited() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (c *Client) forget(proc *plugin.Client) {

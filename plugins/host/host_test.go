@@ -256,9 +256,66 @@ func TestHangInFreeze(t *testing.T) {
 	if el := time.Since(start); el < hold-50*time.Millisecond {
 		t.Fatalf("thawed after %s, before the hold of %s", el, hold)
 	}
-	// The plugin still serves.
+	// The plugin still serves, from the same process: a slow call to a
+	// process that answers pings is no reason to kill it.
+	pid := pluginPID(t, c)
 	if _, err := c.Info(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if pluginPID(t, c) != pid {
+		t.Fatal("the plugin process was replaced after a call timed out while it still answered")
+	}
+}
+
+// pluginPID is the process id of c's running plugin.
+func pluginPID(t *testing.T, c *Client) int {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		t.Fatal("no plugin process")
+	}
+	return c.proc.ReattachConfig().Pid
+}
+
+// TestWedgedPluginRestarted: a plugin process that answers nothing (here
+// stopped with SIGSTOP) is killed when a call to it times out, and the next
+// call runs in a fresh process.
+func TestWedgedPluginRestarted(t *testing.T) {
+	m, _ := installed(t)
+	opts := testOptions(t)
+	opts.Timeouts = map[Call]time.Duration{CallInfo: 300 * time.Millisecond}
+	m.opts = opts
+	old := pingTimeout
+	pingTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { pingTimeout = old })
+	c := client(t, m, "marker-file")
+	if _, err := c.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := pluginPID(t, c)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	start := time.Now()
+	_, err := c.Info(context.Background())
+	if !errors.Is(err, ErrCrashed) || !strings.Contains(err.Error(), "stopped answering") {
+		t.Fatalf("a call to a stopped plugin: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("giving up on the wedged plugin took %s", took)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(b), ") Z ") {
+			t.Fatalf("the wedged plugin process %d still runs", pid)
+		}
+	}
+	if _, err := c.Info(context.Background()); err != nil {
+		t.Fatalf("the call after the restart: %v", err)
+	}
+	if pluginPID(t, c) == pid {
+		t.Fatal("the next call went to the wedged process")
 	}
 }
 
