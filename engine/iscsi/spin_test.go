@@ -35,7 +35,7 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 
 func TestSpinReaderReadsWhatArrivesWhilePolling(t *testing.T) {
 	client, server := tcpPair(t)
-	r := newSpinReader(server, 50*time.Millisecond, func() bool { return true }, newSpinSlots())
+	r := newSpinReader(server, time.Second, func() bool { return true }, newSpinSlots())
 	if r.raw == nil {
 		t.Fatal("a TCP connection should be polled")
 	}
@@ -55,7 +55,9 @@ func TestSpinReaderReadsWhatArrivesWhilePolling(t *testing.T) {
 
 func TestSpinReaderGoesColdAndComesBack(t *testing.T) {
 	client, server := tcpPair(t)
-	r := newSpinReader(server, 200*time.Microsecond, func() bool { return true }, newSpinSlots())
+	// Budgets generous enough for a loaded CI machine under -race.
+	const budget = 5 * time.Millisecond
+	r := newSpinReader(server, budget, func() bool { return true }, newSpinSlots())
 	buf := make([]byte, 16)
 	// Requests that come later than the budget: misses, then cold.
 	for i := range spinMisses {
@@ -63,7 +65,7 @@ func TestSpinReaderGoesColdAndComesBack(t *testing.T) {
 			t.Fatalf("cold after %d misses, want %d", i, spinMisses)
 		}
 		go func() {
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(6 * budget)
 			client.Write([]byte{byte(i)})
 		}()
 		if n, err := r.Read(buf); err != nil || n != 1 || buf[0] != byte(i) {
@@ -75,7 +77,7 @@ func TestSpinReaderGoesColdAndComesBack(t *testing.T) {
 	}
 	// Data already waiting counts as a quick request: hot again.
 	client.Write([]byte("x"))
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(2 * budget)
 	if n, err := r.Read(buf); err != nil || n != 1 {
 		t.Fatalf("read: %d %v", n, err)
 	}
