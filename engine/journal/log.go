@@ -253,59 +253,37 @@ func (l *Log) openSegment(num uint64, last bool, rep *OpenReport, fn ScanFunc) (
 		l.nextSeq = h.firstSeq
 	}
 	seg := &segment{num: num, firstSeq: h.firstSeq, f: f}
-	off := int64(segHeaderSize)
-	for off < int64(len(b)) {
-		if off >= h.syncedThrough && b[off] == 0 && zeroTail(b[off:]) {
-			// Preallocated space past the last record: the end of the log.
-			break
-		}
-		rec, derr := DecodeRecord(b[off:])
-		if derr == nil {
-			derr = l.checkOrder(rec)
-			if derr != nil {
-				f.Close()
-				return nil, fmt.Errorf("%w: segment %s offset %d: %v", ErrCorrupt, name, off, derr)
-			}
-		}
-		if derr != nil {
-			if !errors.Is(derr, ErrTorn) || !last || off < h.syncedThrough {
-				f.Close()
-				return nil, fmt.Errorf("%w: segment %s offset %d: %v (synced through %d); run `lockstep journal verify`", ErrCorrupt, name, off, derr, h.syncedThrough)
-			}
-			d := Damage{Segment: name, Offset: off, Problem: derr.Error(), TornTail: true}
-			if err := l.cutTail(f, name, b, off); err != nil {
-				f.Close()
-				return nil, err
-			}
-			rep.Truncated = append(rep.Truncated, d)
-			l.opts.Logger.Warn("journal: cut torn tail", "segment", name, "offset", off, "bytes", int64(len(b))-off, "reason", derr.Error())
-			b = b[:off]
-			break
-		}
+	order := recordOrder{nextSeq: l.nextSeq, lastTS: l.lastTS}
+	off, derr, err := scanRecords(b, h, &order, func(rec *Record, off int64) error {
 		if fn != nil {
 			if err := fn(rec, MakeLoc(num, off)); err != nil {
-				f.Close()
-				return nil, err
+				return err
 			}
 		}
 		seg.lastSeq, seg.lastTS = rec.Seq, rec.TS
 		rep.Records++
-		off += rec.Size()
+		return nil
+	})
+	l.nextSeq, l.lastTS = order.nextSeq, order.lastTS
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if derr != nil {
+		if !errors.Is(derr, ErrTorn) || !last || off < h.syncedThrough {
+			f.Close()
+			return nil, fmt.Errorf("%w: segment %s offset %d: %v (synced through %d); run `lockstep journal verify`", ErrCorrupt, name, off, derr, h.syncedThrough)
+		}
+		d := Damage{Segment: name, Offset: off, Problem: derr.Error(), TornTail: true}
+		if err := l.cutTail(f, name, b, off); err != nil {
+			f.Close()
+			return nil, err
+		}
+		rep.Truncated = append(rep.Truncated, d)
+		l.opts.Logger.Warn("journal: cut torn tail", "segment", name, "offset", off, "bytes", int64(len(b))-off, "reason", derr.Error())
 	}
 	seg.written = off
 	return seg, nil
-}
-
-func (l *Log) checkOrder(rec *Record) error {
-	if rec.Seq != l.nextSeq {
-		return fmt.Errorf("record seq %d, expected %d", rec.Seq, l.nextSeq)
-	}
-	if rec.TS <= l.lastTS {
-		return fmt.Errorf("record seq %d timestamp %d not after %d", rec.Seq, rec.TS, l.lastTS)
-	}
-	l.nextSeq++
-	l.lastTS = rec.TS
-	return nil
 }
 
 // cutTail keeps a copy of b[off:] under torn/ and truncates the segment.

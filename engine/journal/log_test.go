@@ -3,8 +3,10 @@ package journal
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sync"
@@ -154,6 +156,18 @@ func TestCorruptionBelowSyncedIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		// Well-formed records (good checksums) that break the order: only
+		// the sequence and timestamp checks catch these.
+		"sequence number skipped": func(t *testing.T, dir string) {
+			rewriteRecord(t, filepath.Join(dir, segName(1)), 3, func(body []byte) {
+				binary.LittleEndian.PutUint64(body[8:], binary.LittleEndian.Uint64(body[8:])+1)
+			})
+		},
+		"timestamp going back": func(t *testing.T, dir string) {
+			rewriteRecord(t, filepath.Join(dir, segName(1)), 3, func(body []byte) {
+				binary.LittleEndian.PutUint64(body[16:], 1)
+			})
+		},
 		"truncated sealed segment": func(t *testing.T, dir string) {
 			p := filepath.Join(dir, segName(1))
 			st, _ := os.Stat(p)
@@ -187,6 +201,27 @@ func TestCorruptionBelowSyncedIsRefused(t *testing.T) {
 			}
 			_ = before
 		})
+	}
+}
+
+// rewriteRecord applies change to the body of the k-th record (from 0) of
+// segment file p and seals it again with a valid checksum.
+func rewriteRecord(t *testing.T, p string, k int, change func(body []byte)) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := segHeaderSize
+	for i := 0; i < k; i++ {
+		off += frameSize + int(binary.LittleEndian.Uint32(b[off:]))
+	}
+	n := int(binary.LittleEndian.Uint32(b[off:]))
+	body := b[off+frameSize : off+frameSize+n]
+	change(body)
+	binary.LittleEndian.PutUint32(b[off+4:], crc32.Checksum(body, castagnoli))
+	if err := os.WriteFile(p, b, 0o640); err != nil {
+		t.Fatal(err)
 	}
 }
 

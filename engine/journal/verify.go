@@ -45,8 +45,7 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 		return nil, err
 	}
 	rep := &VerifyReport{Dir: dir, Segments: len(nums)}
-	var nextSeq uint64
-	var lastTS int64
+	var order recordOrder
 	for i, num := range nums {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -70,39 +69,23 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 		h, err := decodeSegHeader(b)
 		if err != nil {
 			rep.Damage = append(rep.Damage, Damage{Segment: name, Problem: err.Error()})
-			nextSeq = 0
+			order.nextSeq = 0
 			continue
 		}
-		if i == 0 || nextSeq == 0 {
+		if i == 0 || order.nextSeq == 0 {
 			rep.FirstSeq = h.firstSeq
-		} else if h.firstSeq != nextSeq {
-			rep.Damage = append(rep.Damage, Damage{Segment: name, Problem: fmt.Sprintf("starts at seq %d, expected %d", h.firstSeq, nextSeq)})
+		} else if h.firstSeq != order.nextSeq {
+			rep.Damage = append(rep.Damage, Damage{Segment: name, Problem: fmt.Sprintf("starts at seq %d, expected %d", h.firstSeq, order.nextSeq)})
 		}
-		nextSeq = h.firstSeq
-		off := int64(segHeaderSize)
-		for off < int64(len(b)) {
-			if off >= h.syncedThrough && b[off] == 0 && zeroTail(b[off:]) {
-				break // preallocated, never written
-			}
-			rec, err := DecodeRecord(b[off:])
-			if err == nil {
-				switch {
-				case rec.Seq != nextSeq:
-					err = fmt.Errorf("%w: seq %d, expected %d", ErrCorrupt, rec.Seq, nextSeq)
-				case rec.TS <= lastTS:
-					err = fmt.Errorf("%w: seq %d timestamp %d not after %d", ErrCorrupt, rec.Seq, rec.TS, lastTS)
-				}
-			}
-			if err != nil {
-				torn := errors.Is(err, ErrTorn) && last && off >= h.syncedThrough
-				rep.Damage = append(rep.Damage, Damage{Segment: name, Offset: off, Problem: err.Error(), TornTail: torn})
-				break
-			}
+		order.nextSeq = h.firstSeq
+		off, derr, _ := scanRecords(b, h, &order, func(rec *Record, _ int64) error {
 			rep.Records++
 			rep.LastSeq = rec.Seq
-			nextSeq = rec.Seq + 1
-			lastTS = rec.TS
-			off += rec.Size()
+			return nil
+		})
+		if derr != nil {
+			torn := errors.Is(derr, ErrTorn) && last && off >= h.syncedThrough
+			rep.Damage = append(rep.Damage, Damage{Segment: name, Offset: off, Problem: derr.Error(), TornTail: torn})
 		}
 	}
 	return rep, nil

@@ -333,13 +333,6 @@ func TestSoakPostgres(t *testing.T) {
 	if err := pg.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// chain.Postgres.Init runs initdb -N (no fsync), and ext4's delayed
-	// allocation keeps new files' data out of a crash image for up to 30 s:
-	// a clone taken that early finds an empty PG_VERSION. Make the new
-	// cluster durable, as a real deployment's initdb would.
-	if out, err := exec.CommandContext(ctx, "sync", "-f", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("sync -f %s: %v: %s", mnt, err, out)
-	}
 	startPostgres(ctx, t, pg)
 	pgbench := func(args ...string) string {
 		t.Helper()
