@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 )
 
 // agentProc is a running `lockstep agent serve`.
 type agentProc struct {
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	exited chan struct{}
 }
 
@@ -29,7 +31,7 @@ func serveAgent(t *testing.T, bin, dir, listen string, env ...string) *agentProc
 		}
 	}
 	cmd.Env = append(cmd.Env, env...)
-	p := &agentProc{cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &agentProc{cmd: cmd, logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

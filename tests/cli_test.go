@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/store"
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
@@ -125,26 +125,9 @@ func freePort(t *testing.T) string {
 // its API answers. stop sends SIGTERM and checks a clean exit.
 type served struct {
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	portal string
 	done   chan error // the exit of cmd
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func serveBin(t *testing.T, bin, dir string, args ...string) *served {
@@ -152,7 +135,7 @@ func serveBin(t *testing.T, bin, dir string, args ...string) *served {
 	portal := freePort(t)
 	os.Remove(filepath.Join(dir, "api.addr"))
 	cmd := exec.Command(bin, append([]string{"serve", "--data", dir, "--iscsi", portal, "--listen", "127.0.0.1:0"}, args...)...)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

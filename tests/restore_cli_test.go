@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
@@ -46,7 +47,7 @@ func runTTY(t *testing.T, bin, answer string, want int, args ...string) string {
 		}
 	}()
 	cmd := exec.Command(bin, args...)
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -291,7 +292,7 @@ func TestRestoreBinary(t *testing.T) {
 	// daemon reports the restore, resume finishes it.
 	mustQIO(t, srv.portal, db, "write -P 0xdd 0 1M")
 	cli := exec.Command(bin, "restore", "shop", "--to", m.ID, "--yes", d)
-	cliOut := &syncBuffer{}
+	cliOut := &syncbuf.Buffer{}
 	cli.Stdout, cli.Stderr = cliOut, cliOut
 	if err := cli.Start(); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/lockstep-io/lockstep/engine/blockdev"
 	"github.com/lockstep-io/lockstep/engine/iscsi/iscsitest"
 	"github.com/lockstep-io/lockstep/engine/iscsi/pdu"
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 )
 
 const (
@@ -25,32 +26,15 @@ const (
 	initiatorName = "iqn.2026-01.io.lockstep:initiator"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testServer struct {
 	srv  *Server
 	addr string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func startServer(t testing.TB, cfg ServerConfig, targets ...TargetConfig) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := NewServer(cfg)
 	for _, tc := range targets {

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
-
-	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
 // MariaDB is a throwaway MariaDB server: data directory, socket and logs in
@@ -68,87 +66,7 @@ func mariadbBin(name string) (string, error) {
 // does not run as root. Everything is stopped and removed in t.Cleanup.
 func StartMariaDB(t testing.TB, opts MariaDBOptions) *MariaDB {
 	t.Helper()
-	testenv.Root(t)
-	bin, err := mariadbBin("mariadbd")
-	if err != nil {
-		testenv.Unavailable(t, "%v", err)
-	}
-	installDB, err := mariadbBin("mariadb-install-db")
-	if err != nil {
-		testenv.Unavailable(t, "%v", err)
-	}
-	// A short path: the socket's must fit in sun_path.
-	dir, err := os.MkdirTemp("", "lsmdb-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port, err := mariadbFreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &MariaDB{
-		Dir: dir, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "mysqld.sock"),
-		Port: port, DefaultsFile: filepath.Join(dir, "my.cnf"), PIDFile: filepath.Join(dir, "mariadbd.pid"),
-		ErrorLog: filepath.Join(dir, "error.log"), User: "lockstep", Password: "Lst-" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		Binlog: !opts.NoBinlog, bin: bin,
-	}
-	if err := m.writeConfig(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, installDB, "--defaults-file="+m.DefaultsFile, "--user=root",
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--datadir="+m.DataDir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("mariadb-install-db: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := m.Stop(ctx); err != nil {
-			t.Errorf("stop mariadb: %v", err)
-		}
-	})
-	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	root, err := sql.Open("mysql", m.RootDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	for _, q := range []string{
-		fmt.Sprintf("CREATE USER '%s'@'127.0.0.1' IDENTIFIED BY '%s'", m.User, m.Password),
-		fmt.Sprintf("GRANT ALL ON *.* TO '%s'@'127.0.0.1'", m.User),
-		"CREATE DATABASE lockstep_test",
-	} {
-		if _, err := root.ExecContext(ctx, q); err != nil {
-			t.Fatalf("mariadb setup: %v", err)
-		}
-	}
-	return m
-}
-
-func (m *MariaDB) writeConfig() error {
-	cnf := fmt.Sprintf(`[mariadbd]
-datadir=%s
-socket=%s
-port=%d
-bind-address=127.0.0.1
-pid-file=%s
-log-error=%s
-user=root
-skip-name-resolve
-server-id=1
-innodb_buffer_pool_size=32M
-innodb_log_file_size=16M
-`, m.DataDir, m.Socket, m.Port, m.PIDFile, m.ErrorLog)
-	if m.Binlog {
-		cnf += "log-bin=" + filepath.Join(m.DataDir, "binlog") + "\nsync_binlog=1\n"
-	}
-	cnf += fmt.Sprintf("[client]\nsocket=%s\nport=%d\n", m.Socket, m.Port)
-	return os.WriteFile(m.DefaultsFile, []byte(cnf), 0o644)
+	return startMariaDB(t, MariaDBAtOptions{NoBinlog: opts.NoBinlog})
 }
 
 // mariadbFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

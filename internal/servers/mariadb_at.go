@@ -43,14 +43,22 @@ type MariaDBAtOptions struct {
 // before this call (they run after it).
 func StartMariaDBAt(t testing.TB, opts MariaDBAtOptions) *MariaDB {
 	t.Helper()
-	testenv.Root(t)
 	if opts.DataDir == "" {
 		t.Fatal("servers: StartMariaDBAt needs a data directory")
 	}
+	return startMariaDB(t, opts)
+}
+
+// startMariaDB is StartMariaDBAt, with the data directory in the server's
+// temp dir when opts names none.
+func startMariaDB(t testing.TB, opts MariaDBAtOptions) *MariaDB {
+	t.Helper()
+	testenv.Root(t)
 	bin, err := mariadbBin("mariadbd")
 	if err != nil {
 		testenv.Unavailable(t, "%v", err)
 	}
+	// A short path: the socket's must fit in sun_path.
 	dir, err := os.MkdirTemp("", "lsmdb-")
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +67,9 @@ func StartMariaDBAt(t testing.TB, opts MariaDBAtOptions) *MariaDB {
 	port, err := mariadbFreePort()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.DataDir == "" {
+		opts.DataDir = filepath.Join(dir, "data")
 	}
 	m := &MariaDB{
 		Dir: dir, DataDir: opts.DataDir, Socket: filepath.Join(dir, "mysqld.sock"),

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/lockstep-io/lockstep/engine/journal"
 	"github.com/lockstep-io/lockstep/engine/store"
 	"github.com/lockstep-io/lockstep/internal/cunit"
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
@@ -38,23 +38,6 @@ func run(timeout time.Duration, name string, args ...string) (string, error) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	return string(out), err
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // pattern is the content written before the run, one byte per 512-byte
@@ -117,7 +100,7 @@ func TestLibiscsiConformanceJournaled(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	srv := iscsi.NewServer(iscsi.ServerConfig{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	for _, tc := range []iscsi.TargetConfig{
 		{IQN: iqn, LUNs: []iscsi.LUNConfig{{Device: vol}}},
