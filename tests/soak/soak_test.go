@@ -29,7 +29,7 @@ import (
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
-var soakDuration = flag.Duration("soak.duration", 5*time.Minute, "how long pgbench runs (default 5m; 3m under CI=true; 60s with -short or LOCKSTEP_SOAK=short)")
+var soakDuration = flag.Duration("soak.duration", 5*time.Minute, "how long pgbench runs (default 5m, also under CI=true; 60s with -short or LOCKSTEP_SOAK=short; -soak.duration 1h for the long soak)")
 
 const (
 	iqnBase   = "iqn.2026-11.io.lockstep:soak"
@@ -39,17 +39,12 @@ const (
 )
 
 // duration is the pgbench run time: the flag when given, else 60 s for a
-// short run, 3 minutes under CI (which also runs everything else), 5 locally.
+// short run outside CI, 5 minutes otherwise (CI included).
 func duration() time.Duration {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "soak.duration" })
-	switch {
-	case set:
-		return *soakDuration
-	case testing.Short() || os.Getenv("LOCKSTEP_SOAK") == "short":
+	if !set && !testenv.InCI() && (testing.Short() || os.Getenv("LOCKSTEP_SOAK") == "short") {
 		return time.Minute
-	case testenv.InCI():
-		return 3 * time.Minute
 	}
 	return *soakDuration
 }
