@@ -22,9 +22,12 @@
 // each has really stopped (a process inside write(2) stops when the call
 // returns). It then looks at the files the stopped processes hold open for
 // writing (/proc/PID/fd and fdinfo). If one is a message being written, it
-// resumes everything, lets it run for a few milliseconds and tries again,
-// until drain_timeout; under load this finds an instant between
-// transactions within a few attempts. Nothing is moved, re-queued or
+// first resumes only the writers for up to 25 ms: with the masters, smtpd
+// and qmgr stopped no transaction starts, so a delivery agent finishes its
+// message (closed and linked out of tmp/) and the instant after is quiet.
+// A writer that cannot finish alone (cleanup waiting for its smtpd) makes
+// Freeze resume everything, let it run for a few milliseconds and try
+// again, until drain_timeout. Nothing is moved, re-queued or
 // reconfigured: postsuper -h would move queue files to hold/ (and the cut
 // would then restore held mail), and reloading Postfix with
 // defer_transports would rewrite main.cf on the volume being protected.
@@ -47,7 +50,8 @@
 // Read from the queue directory while frozen (showq is stopped too): the
 // number of queue files per queue (maildrop, incoming, active, deferred,
 // hold, corrupt), their total, the newest queue file's id and time, how
-// many processes were paused and how many attempts the quiet instant took.
+// many processes were paused, how many attempts the quiet instant took and
+// how many writers were let finish alone.
 //
 // # Stop and Start
 //
@@ -339,6 +343,8 @@ func (p *Plugin) Freeze(ctx context.Context, app sdk.App, hold time.Duration) (s
 		return nil, err
 	}
 	start := time.Now()
+	deadline := start.Add(c.drain)
+	finished := 0 // writers let finish their message
 	pause := 2 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		s.mu.Lock()
@@ -356,6 +362,15 @@ func (p *Plugin) Freeze(ctx context.Context, app sdk.App, hold time.Duration) (s
 			return nil, fmt.Errorf("mail: freeze: %w", err)
 		}
 		busy := sp.writers(pids)
+		if len(busy) > 0 {
+			// Let only the writers run: with the masters, smtpd and qmgr
+			// stopped no new transaction starts, so a delivery agent
+			// finishes its message and the instant after it is quiet.
+			if n, ok := letFinish(ctx, sp, busy, min(finishWait, time.Until(deadline))); ok {
+				busy = sp.writers(pids)
+				finished += n
+			}
+		}
 		if len(busy) == 0 {
 			q, err := readQueue(c.queueDir)
 			if err != nil {
@@ -369,6 +384,7 @@ func (p *Plugin) Freeze(ctx context.Context, app sdk.App, hold time.Duration) (s
 				"newest_queue_id":  q.NewestID,
 				"paused_processes": len(pids),
 				"drain_attempts":   attempt,
+				"drain_finished":   finished,
 				"drain_ms":         time.Since(start).Milliseconds(),
 				"frozen_at":        time.Now().UTC().Format(time.RFC3339Nano),
 			}

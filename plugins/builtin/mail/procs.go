@@ -146,6 +146,42 @@ func cont(pids []int) {
 	}
 }
 
+// finishWait bounds how long letFinish lets writers run alone: a delivery
+// agent writes a message in well under that; a writer still busy after it
+// waits for a stopped peer (cleanup for its smtpd).
+const finishWait = 25 * time.Millisecond
+
+// letFinish resumes only the processes of busy, waits up to wait until none
+// of them holds a message being written, and stops them again. It returns
+// how many processes finished, and false when one did not (or they could
+// not be stopped again).
+func letFinish(ctx context.Context, sp spool, busy []writer, wait time.Duration) (int, bool) {
+	var pids []int
+	seen := map[int]bool{}
+	for _, w := range busy {
+		if !seen[w.PID] {
+			seen[w.PID] = true
+			pids = append(pids, w.PID)
+		}
+	}
+	cont(pids)
+	deadline := time.Now().Add(wait)
+	done := false
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if done = sp.settled(busy); done {
+			break
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	if err := waitStopped(ctx, pids); err != nil {
+		return 0, false
+	}
+	return len(pids), done
+}
+
 // spool says which open files are a message being written.
 type spool struct {
 	queueDir string // Postfix queue_directory
@@ -202,6 +238,25 @@ func writable(pid int, fd string) bool {
 		}
 	}
 	return false
+}
+
+// settled reports whether every message the writers were writing is
+// finished: no longer open for writing by its writer and, unless it is a
+// mailbox file appended to in place, no longer in flight by its path. A
+// Maildir delivery closes its tmp/ file before it links it into new/; the
+// closed file still in tmp/ is not finished.
+func (s spool) settled(ws []writer) bool {
+	for _, w := range ws {
+		for _, o := range s.writers([]int{w.PID}) {
+			if o.Path == w.Path {
+				return false
+			}
+		}
+		if !(s.mboxRoot != "" && within(w.Path, s.mboxRoot)) && s.inFlight(w.Path) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s spool) inFlight(path string) bool {
