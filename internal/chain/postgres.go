@@ -26,6 +26,9 @@ const PostgresBinDir = "/usr/lib/postgresql/15/bin"
 type Postgres struct {
 	// DataDir is the cluster's data directory (PGDATA).
 	DataDir string
+	// WALDir, when set, holds the write-ahead log apart from DataDir
+	// (initdb --waldir: DataDir/pg_wal is a symbolic link to it).
+	WALDir string
 	// SockDir holds the server's Unix socket.
 	SockDir string
 	// LogFile receives the server's log.
@@ -93,13 +96,48 @@ func (p *Postgres) Init(ctx context.Context) error {
 	if err := p.prepare(p.DataDir, 0o700); err != nil {
 		return err
 	}
-	// -N skips initdb's file-by-file fsync; one syncfs of the file system
-	// below does the same at once, so that a crash image taken right after
-	// Init never holds an empty PG_VERSION or catalog file.
-	if _, err := p.asUser(ctx, p.bin("initdb"), "-D", p.DataDir, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"); err != nil {
+	args := []string{p.bin("initdb"), "-D", p.DataDir, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"}
+	if p.WALDir != "" {
+		if err := p.prepare(p.WALDir, 0o700); err != nil {
+			return err
+		}
+		args = append(args, "--waldir", p.WALDir)
+	}
+	// -N skips initdb's file-by-file fsync; one syncfs of each file system
+	// does the same at once, so that a crash image taken right after Init
+	// never holds an empty PG_VERSION or catalog file.
+	if _, err := p.asUser(ctx, args...); err != nil {
 		return err
 	}
+	if p.WALDir != "" {
+		if err := syncFS(p.WALDir); err != nil {
+			return err
+		}
+	}
 	return syncFS(p.DataDir)
+}
+
+// LinkWAL points DataDir/pg_wal at WALDir. A data directory whose WAL lives
+// on another volume names it by absolute path, so a copy of both volumes
+// mounted elsewhere (a restore --as-new) would otherwise write into the
+// original's WAL.
+func (p *Postgres) LinkWAL() error {
+	if p.WALDir == "" {
+		return errors.New("postgres: LinkWAL without a WAL directory")
+	}
+	link := filepath.Join(p.DataDir, "pg_wal")
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		return fmt.Errorf("postgres: %s is not a symbolic link: %v", link, err)
+	}
+	tmp := link + ".new"
+	os.Remove(tmp)
+	if err := os.Symlink(p.WALDir, tmp); err != nil {
+		return fmt.Errorf("postgres: link WAL: %w", err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		return fmt.Errorf("postgres: link WAL: %w", err)
+	}
+	return nil
 }
 
 // syncFS flushes the whole file system holding dir (syncfs(2)).

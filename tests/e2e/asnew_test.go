@@ -81,15 +81,23 @@ func TestAsNewTwoDatabases(t *testing.T) {
 
 	// A second PostgreSQL on the copy. Its postmaster.pid names the running
 	// original's postmaster, which on this host is alive: remove it, as an
-	// operator starting a copy next to the original must.
+	// operator starting a copy next to the original must; and its pg_wal
+	// links to the original's WAL directory: point it at the copy's.
 	pg := &chain.Postgres{
 		DataDir: filepath.Join(mounts[volPG], filepath.Base(s.pg.DataDir)),
+		WALDir:  filepath.Join(mounts[volLogs], filepath.Base(s.pg.WALDir)),
 		SockDir: filepath.Join(s.work, "pgrun-copy"),
 		LogFile: filepath.Join(s.work, "postgresql-copy.log"),
 		Port:    pgPort(t),
 	}
 	if err := os.Remove(filepath.Join(pg.DataDir, "postmaster.pid")); err != nil {
 		t.Fatalf("the copy's data directory: %v", err)
+	}
+	if dest, err := os.Readlink(filepath.Join(pg.DataDir, "pg_wal")); err != nil || dest != s.pg.WALDir {
+		t.Fatalf("the copy's pg_wal links to %q (%v), want the original's %s", dest, err, s.pg.WALDir)
+	}
+	if err := pg.LinkWAL(); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := pg.Stop(context.Background()); err != nil {
@@ -102,8 +110,8 @@ func TestAsNewTwoDatabases(t *testing.T) {
 	// A second MariaDB on the copy's data and log volumes.
 	my := servers.StartMariaDBAt(t, servers.MariaDBAtOptions{
 		DataDir:   filepath.Join(mounts[volMyData], filepath.Base(s.my.DataDir)),
-		LogDir:    filepath.Join(mounts[volMyLog], "log"),
-		LogDirWas: filepath.Join(s.mounts[volMyLog], "log"),
+		LogDir:    filepath.Join(mounts[volLogs], "mariadb"),
+		LogDirWas: filepath.Join(s.mounts[volLogs], "mariadb"),
 		Existing:  true, User: s.my.User, Password: s.my.Password,
 	})
 	myDB, err := sql.Open("mysql", my.DSN())

@@ -15,7 +15,7 @@ import (
 )
 
 // TestRestoreTwoDatabases restores a service of PostgreSQL and MariaDB on
-// three volumes (MariaDB's logs on their own) in place to one scheduled
+// three volumes (the logs of both on their own) in place to one scheduled
 // marker, taken while a writer kept a cross-database invariant: order i is
 // committed in PostgreSQL and acknowledged before payment i is written to
 // MariaDB. After the restore both databases start, every payment has its

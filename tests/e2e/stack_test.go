@@ -287,17 +287,19 @@ func tail(s string, n int) string {
 }
 
 // The stack: one service, three volumes, each attached through the chain
-// and mounted; PostgreSQL on the first, MariaDB's data directory on the
-// second and its binary and redo logs on the third.
+// and mounted: PostgreSQL's data directory on the first, MariaDB's on the
+// second, and the logs of both on the third (PostgreSQL's WAL, MariaDB's
+// binary and redo logs), so every marker must cut data and logs of each
+// database on different volumes at one instant.
 const (
 	service   = "shop"
 	iqnPrefix = "iqn.2026-11.io.lockstep:" + service + "."
 	volPG     = "pgdata"
 	volMyData = "mariadb-data"
-	volMyLog  = "mariadb-log"
+	volLogs   = "logs"
 )
 
-var volumes = []string{volPG, volMyData, volMyLog}
+var volumes = []string{volPG, volMyData, volLogs}
 
 type stack struct {
 	bin, work string
@@ -344,8 +346,8 @@ func volumesPolicy() string {
     size       = "256MiB"
     block_size = 4096
   }
-  volume "` + volMyLog + `" {
-    size       = "128MiB"
+  volume "` + volLogs + `" {
+    size       = "256MiB"
     block_size = 4096
   }
   consistency {
@@ -420,6 +422,7 @@ func newStack(t *testing.T) *stack {
 
 	s.pg = &chain.Postgres{
 		DataDir: filepath.Join(s.mounts[volPG], "pgdata"),
+		WALDir:  filepath.Join(s.mounts[volLogs], "pgwal"),
 		SockDir: filepath.Join(work, "pgrun"),
 		LogFile: filepath.Join(work, "postgresql.log"),
 		Port:    pgPort(t),
@@ -437,7 +440,7 @@ func newStack(t *testing.T) *stack {
 	}
 	s.my = servers.StartMariaDBAt(t, servers.MariaDBAtOptions{
 		DataDir: filepath.Join(s.mounts[volMyData], "mysql"),
-		LogDir:  filepath.Join(s.mounts[volMyLog], "log"),
+		LogDir:  filepath.Join(s.mounts[volLogs], "mariadb"),
 	})
 	// Runs first: a freeze a failed test left behind would hang the
 	// servers' shutdown.
@@ -499,7 +502,7 @@ func pgPort(t *testing.T) int {
 //     gateDir/slow exists, sleeps, so a test can act inside the freeze;
 //     at a restore it starts first and drops the chains' export caches.
 func (s *stack) appsPolicy(every, quiesce string) string {
-	mps := `"` + s.mounts[volPG] + `", "` + s.mounts[volMyData] + `", "` + s.mounts[volMyLog] + `"`
+	mps := `"` + s.mounts[volPG] + `", "` + s.mounts[volMyData] + `", "` + s.mounts[volLogs] + `"`
 	freeze := fmt.Sprintf(`date +%%s.%%N > %[1]s/in-freeze; if [ -e %[1]s/slow ]; then sleep %[2]s; fi; echo '{\"gate\": \"held\"}'`, s.gateDir, gateSleep)
 	thaw := fmt.Sprintf(`rm -f %[1]s/in-freeze; echo thawed >> %[1]s/thaws`, s.gateDir)
 	myStart, myStop := hclList(s.my.StartCommand()), hclList(s.my.StopCommand())
@@ -507,7 +510,7 @@ func (s *stack) appsPolicy(every, quiesce string) string {
 	// of each chain's FUSE export, which BLKFLSBUF on the loop device does
 	// not reach (see internal/chain/cache.go), before fs mounts again.
 	var drops []string
-	for _, v := range []string{volPG, volMyData, volMyLog} {
+	for _, v := range []string{volPG, volMyData, volLogs} {
 		drops = append(drops, strings.Join(chain.DropExportCacheCommand(filepath.Join(s.work, "chain-"+v)), " "))
 	}
 	dropCaches := strings.Join(drops, " && ")
@@ -521,7 +524,7 @@ func (s *stack) appsPolicy(every, quiesce string) string {
     block_size = 4096
   }
   volume %[4]q {
-    size       = "128MiB"
+    size       = "256MiB"
     block_size = 4096
   }
 
@@ -533,7 +536,7 @@ func (s *stack) appsPolicy(every, quiesce string) string {
   }
 
   app "postgres" "pg" {
-    volumes        = [%[2]q]
+    volumes        = [%[2]q, %[4]q]
     depends_on     = ["fs"]
     dsn            = "host=%[6]s port=%[7]d user=postgres dbname=postgres sslmode=disable"
     data_directory = %[8]q
@@ -566,7 +569,7 @@ func (s *stack) appsPolicy(every, quiesce string) string {
     journal = "2h"
   }
 }
-`, service, volPG, volMyData, volMyLog, mps,
+`, service, volPG, volMyData, volLogs, mps,
 		s.pg.SockDir, s.pg.Port, s.pg.DataDir, s.pg.LogFile,
 		s.my.User, s.my.Port, myStop, myStart,
 		freeze, thaw, every, quiesce, filepath.Join(s.work, "fsfreeze-state"), dropCaches)

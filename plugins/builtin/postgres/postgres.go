@@ -12,6 +12,11 @@
 // they force a checkpoint inside the freeze window, and the backup_label they
 // return would have to be put back by the restore, a step that is easy to
 // lose and that makes a restored cluster refuse to start when done wrong.
+// Proven with the data directory and pg_wal on different volumes
+// (tests/e2e: scheduled markers, in-place, crash-consistent and as-new
+// restores all start PostgreSQL by crash recovery alone). A copy mounted
+// elsewhere (restore --as-new) must have its pg_wal link pointed at the
+// copy's WAL directory before it starts: the link names the original's.
 //
 // Crash recovery is only sound if PostgreSQL could survive a real crash:
 // Freeze refuses (and the marker is then recorded as crash-consistent) when
