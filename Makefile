@@ -38,7 +38,9 @@ bench:
 
 # The first-run demo: a real PostgreSQL on a Lockstep volume, a marker,
 # damage, a restore, a report. Installs what it needs.
-demo: deps build
+demo:
+	./scripts/install-deps.sh base demo
+	$(GO) build -o $(BIN) ./cmd/lockstep
 	./$(BIN) demo
 
 clean:

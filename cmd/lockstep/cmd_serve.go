@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,7 +18,7 @@ import (
 )
 
 func init() {
-	var dataDir, policyDir, iscsiAddr, listen, logFormat, logLevel string
+	var dataDir, policyDir, iscsiAddr, listen, logFormat, logLevel, rpoWebhook string
 	var foldInterval, iscsiPoll time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR [--listen ADDR] [--iscsi ADDR] [--policy DIR]",
@@ -45,6 +46,12 @@ the markers the keep_* rules select (see 'lockstep fold'), so the journal
 stays bounded. Stops on SIGINT or SIGTERM, waiting for
 running markers to thaw their applications.
 
+RPO alerts (a breach with its cause, and its recovery) are events, metrics
+and, with --rpo-webhook URL (env LOCKSTEP_RPO_WEBHOOK), a JSON POST to URL
+holding the event and the alert. A URL that carries a token belongs in the
+environment, not on the command line where ps shows it; logs and errors
+name only its host.
+
 Exit codes: 0 stopped by a signal, 1 failed to start or failed while
 serving, 2 usage error.`,
 		Args: cobra.NoArgs,
@@ -57,6 +64,13 @@ serving, 2 usage error.`,
 				return withExit(exitUsage, err)
 			}
 			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval, ISCSIPoll: iscsiPoll}
+			if rpoWebhook != "" {
+				u, err := url.Parse(rpoWebhook)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return withExit(exitUsage, errors.New("--rpo-webhook: want an http:// or https:// URL"))
+				}
+				cfg.RPOWebhook = rpoWebhook
+			}
 			if iscsiPoll <= 0 {
 				cfg.ISCSIPoll = -1 // Config's zero means the default
 			}
@@ -86,6 +100,7 @@ serving, 2 usage error.`,
 	cmd.Flags().DurationVar(&iscsiPoll, "iscsi-poll", iscsi.DefaultPollSpin, "how long an iSCSI connection at queue depth 1 polls for its next command before it sleeps (0 never polls; saves CPU, costs latency)")
 	cmd.Flags().StringVar(&listen, "listen", api.DefaultAddr, "HTTP API address (token required; also serves /metrics)")
 	cmd.Flags().DurationVar(&foldInterval, "fold-interval", daemon.DefaultFoldInterval, "how often retention folds run (0 disables them)")
+	cmd.Flags().StringVar(&rpoWebhook, "rpo-webhook", os.Getenv("LOCKSTEP_RPO_WEBHOOK"), "POST every RPO breach and recovery as JSON to this URL (env LOCKSTEP_RPO_WEBHOOK; keep a URL with a token there)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	rootCmd.AddCommand(cmd)

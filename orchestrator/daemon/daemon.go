@@ -76,6 +76,9 @@ type Config struct {
 	// the default (see protector.go).
 	NewProtector func(ctx context.Context, d *Daemon) (Protector, error)
 	StoreOptions store.Options
+	// RPOWebhook, when set, receives every RPO breach and recovery as a
+	// JSON POST (rpo.Webhook).
+	RPOWebhook string
 	// FoldInterval is how often retention folds run (see retention.go):
 	// zero takes DefaultFoldInterval, a negative value disables them.
 	FoldInterval time.Duration

@@ -75,7 +75,7 @@ func defaultProtector(ctx context.Context, d *Daemon) (Protector, error) {
 		return nil, err
 	}
 	hp := &hostPlugins{d: d, clients: map[string]*host.Client{}}
-	p, err := protect.New(protect.Config{Store: d.st, Catalog: cat, Plugins: hp, Clock: d.clk, Logger: d.log})
+	p, err := protect.New(protect.Config{Store: d.st, Catalog: cat, Plugins: hp, Clock: d.clk, Logger: d.log, Webhook: d.cfg.RPOWebhook})
 	if err != nil {
 		cat.Close()
 		return nil, err
