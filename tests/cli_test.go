@@ -396,11 +396,25 @@ func TestServeAndExposeBinary(t *testing.T) {
 	if out, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 256k", url).CombinedOutput(); err != nil {
 		t.Fatalf("write: %v\n%s", err, out)
 	}
+	var mk struct{ ID string }
+	if err := json.Unmarshal([]byte(mustRun(t, bin, 0, "mark", "shop", "--data", dir, "--json")), &mk); err != nil || mk.ID == "" {
+		t.Fatalf("mark: %v %+v", err, mk)
+	}
 	time.Sleep(5 * time.Millisecond)
 	at := time.Now().UTC().Format(time.RFC3339Nano)
 	if out, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 0x77 0 256k", url).CombinedOutput(); err != nil {
 		t.Fatalf("write: %v\n%s", err, out)
 	}
+	// --at takes a marker id too.
+	var em struct{ IQN string }
+	if err := json.Unmarshal([]byte(mustRun(t, bin, 0, "volume", "expose", "shop/db", "--at", mk.ID, "--data", dir, "--json")), &em); err != nil || em.IQN == "" {
+		t.Fatalf("expose at marker: %v", err)
+	}
+	if out, err := exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x5a 0 256k", "iscsi://"+srv.portal+"/"+em.IQN+"/0").CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+		t.Fatalf("read at the marker: %v\n%s", err, out)
+	}
+	mustRun(t, bin, 0, "volume", "unexpose", em.IQN, "--data", dir)
+	mustContain(t, mustRun(t, bin, 2, "volume", "expose", "shop/db", "--at", "soon", "--data", dir), "--at")
 	out := mustRun(t, bin, 0, "volume", "expose", "shop/db", "--at", at, "--data", dir, "--json")
 	var e struct{ IQN string }
 	if err := json.Unmarshal([]byte(out), &e); err != nil || e.IQN == "" {

@@ -46,7 +46,7 @@ error.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringVar(&since, "since", "", "only events at or after this time (RFC 3339) or this long ago (24h)")
+	cmd.Flags().StringVar(&since, "since", "", "only events at or after this time: 24h (that long ago), -2d, \"yesterday 14:00\", RFC 3339")
 	cmd.Flags().StringVar(&service, "service", "", "only events of this service")
 	addClientFlags(cmd.Flags())
 	rootCmd.AddCommand(cmd)

@@ -53,25 +53,8 @@ Exit codes: 0 listed, 1 no such service or the daemon could not be reached,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringVar(&since, "since", "", "only markers at or after this time (RFC 3339) or this long ago (24h)")
+	cmd.Flags().StringVar(&since, "since", "", "only markers at or after this time: 24h (that long ago), -2d, \"yesterday 14:00\", RFC 3339")
 	addClientFlags(cmd.Flags())
 	rootCmd.AddCommand(cmd)
 }
 
-// parseSinceFlag reads --since: a duration back from now or an RFC 3339 time.
-func parseSinceFlag(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			d = -d
-		}
-		return time.Now().Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("--since %q: want a duration (24h) or an RFC 3339 time (2026-11-23T14:00:00Z)", s)
-	}
-	return t, nil
-}

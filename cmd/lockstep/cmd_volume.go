@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -58,10 +59,11 @@ Exit codes: 0 listed, 1 the daemon could not be asked, 2 usage error.`,
 	var at, marker string
 	var writable bool
 	expose := &cobra.Command{
-		Use:   "expose VOLUME (--at TIME | --marker ID) [--writable]",
+		Use:   "expose VOLUME --at TIME|MARKER [--writable]",
 		Short: "Present a volume as it was at a point in time as a new iSCSI LUN",
-		Long: `Presents VOLUME (service/volume) as it was at TIME (RFC 3339, or relative
-like -15m) or at a marker, as LUN 0 of a new target, and prints the target's
+		Long: `Presents VOLUME (service/volume) as it was at TIME (RFC 3339, relative like
+-15m or "15m ago", "yesterday 14:00" in the local time zone) or at a marker
+(--at m-…, or --marker ID), as LUN 0 of a new target, and prints the target's
 IQN and portal. Read-only by default; --writable presents a copy-on-write
 clone whose writes never touch the original's journal. Nothing is copied, so
 this takes the same time whatever the volume's size.
@@ -70,11 +72,21 @@ Exit codes: 0 exposed, 1 the daemon refused (point outside the journal
 window, unknown volume or marker) or could not be reached, 2 usage error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if at != "" && marker != "" {
+				return withExit(exitUsage, errors.New("give --at or --marker, not both"))
+			}
+			pointAt, pointMarker, err := resolvePoint(at, time.Now())
+			if err != nil {
+				return withExit(exitUsage, err)
+			}
+			if marker != "" {
+				pointMarker = marker
+			}
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
-			e, err := c.Expose(cmd.Context(), api.ExposeRequest{Volume: args[0], At: at, Marker: marker, Writable: writable})
+			e, err := c.Expose(cmd.Context(), api.ExposeRequest{Volume: args[0], At: pointAt, Marker: pointMarker, Writable: writable})
 			if err != nil {
 				return withExit(exitFailure, err)
 			}
@@ -89,8 +101,8 @@ window, unknown volume or marker) or could not be reached, 2 usage error.`,
 			return nil
 		},
 	}
-	expose.Flags().StringVar(&at, "at", "", "point in time: RFC 3339, -DURATION, or Unix nanoseconds")
-	expose.Flags().StringVar(&marker, "marker", "", "marker id")
+	expose.Flags().StringVar(&at, "at", "", "point: a marker id (m-…), a time (RFC 3339, -15m, \"yesterday 14:00\") or Unix nanoseconds")
+	expose.Flags().StringVar(&marker, "marker", "", "marker id (the same as --at ID)")
 	expose.Flags().BoolVar(&writable, "writable", false, "present a writable copy-on-write clone")
 
 	var keep bool
