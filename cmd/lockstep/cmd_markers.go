@@ -57,4 +57,3 @@ Exit codes: 0 listed, 1 no such service or the daemon could not be reached,
 	addClientFlags(cmd.Flags())
 	rootCmd.AddCommand(cmd)
 }
-
