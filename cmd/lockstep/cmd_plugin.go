@@ -105,8 +105,10 @@ Exit codes: 0 listed, 1 the plugin directory is unreadable, 2 usage error.`,
 
 	info := &cobra.Command{
 		Use:   "info NAME [--json]",
-		Short: "Show an installed plugin's manifest",
-		Long: `Shows the manifest of the installed plugin NAME.
+		Short: "Show a plugin: an installed one's manifest, or a built-in's attributes",
+		Long: `Shows the manifest of the installed plugin NAME or, for a plugin built into
+lockstep (postgres, mysql, mail, fsfreeze, exec), its version and the
+attributes its app blocks take, with their types, defaults and meaning.
 
 Exit codes: 0 shown, 1 not installed, 2 usage error.`,
 		Args: cobra.ExactArgs(1),
@@ -117,6 +119,9 @@ Exit codes: 0 shown, 1 not installed, 2 usage error.`,
 			}
 			man, err := m.Info(args[0])
 			if err != nil {
+				if p, ok := builtin.Lookup(args[0]); ok {
+					return writeBuiltinInfo(cmd, p, pluginFlags.asJSON)
+				}
 				return withExit(exitFailure, err)
 			}
 			if pluginFlags.asJSON {
@@ -199,5 +204,51 @@ func writeManifest(w io.Writer, man host.Manifest) error {
 	fmt.Fprintf(tw, "handles:\t%s\n", strings.Join(man.Handles, "; "))
 	fmt.Fprintf(tw, "binary:\t%s\n", man.Binary)
 	fmt.Fprintf(tw, "installed:\t%s\n", man.InstalledAt.Format(time.RFC3339))
+	return tw.Flush()
+}
+
+// writeBuiltinInfo shows a built-in plugin: what it says of itself and the
+// schema of its app blocks, read in-process (neither touches an app).
+func writeBuiltinInfo(cmd *cobra.Command, p sdk.Plugin, asJSON bool) error {
+	ctx := cmd.Context()
+	info, err := p.Info(ctx)
+	if err != nil {
+		return withExit(exitFailure, err)
+	}
+	schema, err := p.ConfigSchema(ctx)
+	if err != nil {
+		return withExit(exitFailure, err)
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), map[string]any{
+			"name": info.Name, "version": info.Version, "protocol": info.Protocol,
+			"handles": info.Handles, "builtin": true, "schema": schema,
+		})
+	}
+	w := cmd.OutOrStdout()
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "name:\t%s\n", info.Name)
+	fmt.Fprintf(tw, "version:\t%s (built in)\n", info.Version)
+	fmt.Fprintf(tw, "protocol:\t%d\n", info.Protocol)
+	fmt.Fprintf(tw, "handles:\t%s\n", strings.Join(info.Handles, "; "))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if schema.Doc != "" {
+		fmt.Fprintf(w, "\n%s\n", schema.Doc)
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ATTRIBUTE\tTYPE\tDEFAULT\tDESCRIPTION")
+	for _, a := range schema.Attributes {
+		def := "-"
+		switch {
+		case a.Required:
+			def = "(required)"
+		case a.Default != nil:
+			def = fmt.Sprint(a.Default)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Name, a.Type, def, a.Doc)
+	}
 	return tw.Flush()
 }

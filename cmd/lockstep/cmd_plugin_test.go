@@ -201,3 +201,28 @@ func TestServeBuiltin(t *testing.T) {
 		}
 	}
 }
+
+// plugin info on a built-in shows its attributes without installing it.
+func TestPluginInfoBuiltin(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, code := runPlugin(t, "plugin", "info", "mysql", "--plugin-dir", dir)
+	if code != 0 {
+		t.Fatalf("info mysql: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"(built in)", "ATTRIBUTE", "dsn", "(required)", "sensitive string"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("info mysql lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, code = runPlugin(t, "plugin", "info", "fsfreeze", "--plugin-dir", dir, "--json")
+	var v struct {
+		Builtin bool
+		Schema  struct{ Attributes []struct{ Name string } }
+	}
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || !v.Builtin || len(v.Schema.Attributes) == 0 {
+		t.Fatalf("info fsfreeze --json: exit %d, %v: %s", code, err, out)
+	}
+	if _, _, code := runPlugin(t, "plugin", "info", "nosuch", "--plugin-dir", dir); code != 1 {
+		t.Fatalf("info of an unknown plugin: exit %d, want 1", code)
+	}
+}
