@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -18,7 +19,7 @@ import (
 )
 
 func init() {
-	var dataDir, policyDir, iscsiAddr, listen, logFormat, logLevel, rpoWebhook string
+	var dataDir, policyDir, iscsiAddr, iscsiAdvertise, listen, logFormat, logLevel, rpoWebhook string
 	var foldInterval, iscsiPoll time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR [--listen ADDR] [--iscsi ADDR] [--policy DIR]",
@@ -64,6 +65,12 @@ serving, 2 usage error.`,
 				return withExit(exitUsage, err)
 			}
 			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval, ISCSIPoll: iscsiPoll}
+			if iscsiAdvertise != "" {
+				if _, _, err := net.SplitHostPort(iscsiAdvertise); err != nil {
+					return withExit(exitUsage, fmt.Errorf("--iscsi-advertise: want HOST:PORT: %w", err))
+				}
+				cfg.ISCSIAdvertise = iscsiAdvertise
+			}
 			if rpoWebhook != "" {
 				u, err := url.Parse(rpoWebhook)
 				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -97,6 +104,7 @@ serving, 2 usage error.`,
 	cmd.Flags().StringVar(&dataDir, "data", os.Getenv("LOCKSTEP_DATA"), "data directory (env LOCKSTEP_DATA)")
 	cmd.Flags().StringVar(&policyDir, "policy", "", "apply this policy directory or file at start")
 	cmd.Flags().StringVar(&iscsiAddr, "iscsi", "127.0.0.1:3260", "iSCSI portal address")
+	cmd.Flags().StringVar(&iscsiAdvertise, "iscsi-advertise", "", "portal HOST:PORT that exposures and copies print (default: the --iscsi address, or this machine's first non-loopback address when that is 0.0.0.0)")
 	cmd.Flags().DurationVar(&iscsiPoll, "iscsi-poll", iscsi.DefaultPollSpin, "how long an iSCSI connection at queue depth 1 polls for its next command before it sleeps (0 never polls; saves CPU, costs latency)")
 	cmd.Flags().StringVar(&listen, "listen", api.DefaultAddr, "HTTP API address (token required; also serves /metrics)")
 	cmd.Flags().DurationVar(&foldInterval, "fold-interval", daemon.DefaultFoldInterval, "how often retention folds run (0 disables them)")

@@ -39,6 +39,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -65,6 +66,9 @@ type Config struct {
 	Policy []api.Source
 	// ISCSIAddr is the portal to listen on (default 127.0.0.1:3260).
 	ISCSIAddr string
+	// ISCSIAdvertise is the portal (HOST:PORT) printed for exposures and
+	// copies and shown by status; empty: see Daemon.Portal.
+	ISCSIAdvertise string
 	// ISCSIPoll is the target's iscsi.ServerConfig.PollSpin (0 the
 	// default, negative never polls).
 	ISCSIPoll time.Duration
@@ -304,7 +308,48 @@ func (d *Daemon) Logger() *slog.Logger { return d.log }
 func (d *Daemon) Clock() clock.Clock { return d.clk }
 
 // Portal is the iSCSI portal address.
-func (d *Daemon) Portal() string { return d.iscsi.Addr().String() }
+//
+// It is Config.ISCSIAdvertise when set, else the listener's address; a
+// listener on a wildcard address (0.0.0.0, ::) advertises the machine's
+// first non-loopback address (or 127.0.0.1 when it has none) with its
+// port, since the wildcard is no address an initiator can reach.
+func (d *Daemon) Portal() string {
+	if d.cfg.ISCSIAdvertise != "" {
+		return d.cfg.ISCSIAdvertise
+	}
+	a, ok := d.iscsi.Addr().(*net.TCPAddr)
+	if !ok || !a.IP.IsUnspecified() {
+		return d.iscsi.Addr().String()
+	}
+	ip := firstHostIP()
+	if ip == nil {
+		ip = net.IPv4(127, 0, 0, 1) // no other address: only local initiators can reach it
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
+}
+
+// firstHostIP is the first global unicast address of the machine's
+// interfaces, IPv4 before IPv6; nil when there is none.
+func firstHostIP() net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var v6 net.IP
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP
+		}
+		if v6 == nil {
+			v6 = n.IP
+		}
+	}
+	return v6
+}
 
 // Addr is the HTTP API's address.
 func (d *Daemon) Addr() string { return d.apiL.Addr().String() }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -188,5 +189,23 @@ func TestDefaultIQN(t *testing.T) {
 	}
 	if filepath.Base(PolicyFile) != PolicyFile {
 		t.Fatal("policy file must live in the data directory itself")
+	}
+}
+
+// A target listening on a wildcard address never advertises the wildcard:
+// exposures print a portal an initiator can reach, or the configured one.
+func TestAdvertisedPortal(t *testing.T) {
+	d := startDaemon(t, "", policy(shopHCL), func(c *Config) { c.ISCSIAddr = "0.0.0.0:0" })
+	host, port, err := net.SplitHostPort(d.Portal())
+	if err != nil || port == "0" || net.ParseIP(host) == nil || net.ParseIP(host).IsUnspecified() {
+		t.Fatalf("portal %q on a wildcard listener (%v)", d.Portal(), err)
+	}
+	d2 := startDaemon(t, "", policy(shopHCL), func(c *Config) { c.ISCSIAdvertise = "storage.example.com:3260" })
+	e, err := d2.c.Expose(context.Background(), api.ExposeRequest{Volume: "shop/db", At: "-0s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Portal != "storage.example.com:3260" {
+		t.Fatalf("exposure portal %q, want the advertised one", e.Portal)
 	}
 }
