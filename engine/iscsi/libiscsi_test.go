@@ -82,6 +82,28 @@ func TestLibiscsiTools(t *testing.T) {
 	}
 }
 
+// qemu's iSCSI driver (the one Proxmox and plain QEMU VMs use) must read a
+// thin 4096-byte-block LUN with its default cache: a block-limits page that
+// made it infer a 4 KiB cluster sent its allocation check an unaligned
+// length on every read of 32 KiB or more, and qemu aborted.
+func TestQemuReadsThin4KLUN(t *testing.T) {
+	qio := testenv.LookPath(t, "qemu-io")
+	dev, err := blockdev.NewMem("mem-4k", 64<<20, 4096, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	url := "iscsi://" + ts.addr + "/" + testIQN + "/0"
+	out, err := runTool(t, time.Minute, qio, "-f", "raw",
+		"-c", "write -P 0x5c 1M 256k", "-c", "read -P 0x5c 1M 256k", "-c", "read -P 0 8M 1M", "-c", "read -P 0 0 64k", url)
+	if err != nil || strings.Contains(out, "Assertion") || strings.Contains(out, "Pattern verification failed") {
+		if strings.Contains(out, "Unknown protocol") {
+			testenv.Unavailable(t, "qemu's iscsi driver (qemu-block-extra): %s", out)
+		}
+		t.Fatalf("qemu-io on a 4096-byte thin LUN: %v\n%s", err, out)
+	}
+}
+
 // TestLibiscsiHeaderDigest checks our CRC32C against libiscsi's: a target
 // that requires header digests serves libiscsi, which offers None,CRC32C.
 func TestLibiscsiHeaderDigest(t *testing.T) {

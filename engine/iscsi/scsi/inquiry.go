@@ -46,7 +46,12 @@ func (d *Disk) inquiry(req *Request) Result {
 		binary.BigEndian.PutUint32(page[4:], uint32(maxTransferBytes/d.bs))
 		binary.BigEndian.PutUint32(page[16:], maxUnmapBlocks)
 		binary.BigEndian.PutUint32(page[20:], maxUnmapDescs)
-		binary.BigEndian.PutUint32(page[24:], 1)
+		// OPTIMAL UNMAP GRANULARITY stays 0, "not reported": any block can
+		// be unmapped alone. Reporting 1 block made qemu (7.2, and later
+		// releases with the same code) infer a 4 KiB cluster on 4096-byte
+		// LUNs and abort the whole VM on its first read of 32 KiB or more
+		// (an unaligned GET LBA STATUS length asserts in
+		// iscsi_co_block_status).
 		binary.BigEndian.PutUint64(page[32:], uint64(maxWriteSameBytes/d.bs))
 	case 0xb1:
 		page = make([]byte, 0x3c)
