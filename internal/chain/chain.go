@@ -5,11 +5,12 @@
 // application. The demo and end-to-end tests use it to put real I/O through
 // Lockstep's target.
 //
-// Two qemu 7.2 defects shape the chain (see Start): its FUSE export corrupts
+// A qemu 7.2 defect shapes the chain (see Start): its FUSE export corrupts
 // concurrent WRITE requests, so the loop device runs buffered (one request at
-// a time) instead of with direct I/O; and its iSCSI driver asserts on reads
-// of 32 KiB or more from a thin 4096-byte-block LUN, so a blkdebug filter
-// caps every request at 16 KiB.
+// a time) instead of with direct I/O. (Its iSCSI driver also aborted on reads
+// of 32 KiB or more from a thin 4096-byte-block LUN that reported a 4 KiB
+// optimal unmap granularity; the target no longer reports one, see
+// engine/iscsi/scsi, so requests go through at full size.)
 package chain
 
 import (
@@ -48,10 +49,6 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the FUSE export (default 30s).
 	ReadyTimeout time.Duration
 }
-
-// maxTransfer keeps every request below the 32 KiB read size at which qemu's
-// iSCSI driver asks for LBA status with an unaligned length.
-const maxTransfer = 16 << 10
 
 // Chain is one attached LUN. Its methods are safe for concurrent use; Stop
 // must always be called, also after a failed Start step.
@@ -127,8 +124,7 @@ func (c *Chain) start(ctx context.Context) error {
 		"--blockdev", "driver=iscsi,node-name=lun,transport=tcp,portal=" + qemuOpt(c.cfg.Portal) +
 			",target=" + qemuOpt(c.cfg.IQN) + ",lun=" + strconv.FormatUint(c.cfg.LUN, 10) +
 			",initiator-name=" + qemuOpt(c.cfg.InitiatorName) + ",cache.direct=on",
-		"--blockdev", "driver=blkdebug,node-name=top,image=lun,align=" + bs + ",max-transfer=" + strconv.Itoa(maxTransfer),
-		"--export", "type=fuse,id=exp,node-name=top,writable=on,mountpoint=" + qemuOpt(c.export),
+		"--export", "type=fuse,id=exp,node-name=lun,writable=on,mountpoint=" + qemuOpt(c.export),
 	}
 	fmt.Fprintf(lf, "# %s %s\n", qsd, strings.Join(args, " "))
 	cmd := exec.Command(qsd, args...)
