@@ -28,7 +28,7 @@ const MailDomain = "test.example"
 // another loopback port. Neither touches /etc/postfix's instance or a
 // running system service.
 type Mail struct {
-	Dir              string // everything lives under here
+	Dir              string // configuration, sockets, logs (and the spools, unless StartMailAt)
 	PostfixConfigDir string // main.cf and master.cf
 	QueueDir         string // Postfix's queue_directory
 	DataDir          string // Postfix's data_directory
@@ -47,6 +47,17 @@ type Mail struct {
 // process they started, when the test ends. It marks the test unavailable
 // when the packages are missing or it does not run as root.
 func StartMail(t testing.TB) *Mail {
+	t.Helper()
+	return StartMailAt(t, "")
+}
+
+// StartMailAt is StartMail with the spools on a file system the caller
+// owns, such as ext4 on a Lockstep volume: Postfix's queue directory in
+// spoolRoot/spool and the Maildirs in spoolRoot/vmail. Configuration,
+// sockets and logs stay in a temp dir. The servers stop in t.Cleanup, so a
+// file system holding spoolRoot must be torn down by cleanups registered
+// before this call.
+func StartMailAt(t testing.TB, spoolRoot string) *Mail {
 	t.Helper()
 	for _, b := range []string{"postfix", "postconf", "postcat", "dovecot", "doveconf", "smtp-source"} {
 		testenv.LookPath(t, b)
@@ -79,6 +90,12 @@ func StartMail(t testing.TB) *Mail {
 		IMAPAddr:         fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		User:             "alice@" + MailDomain,
 		Password:         hex.EncodeToString(pw),
+	}
+	if spoolRoot != "" {
+		if err := os.Chmod(spoolRoot, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m.QueueDir, m.MailRoot = filepath.Join(spoolRoot, "spool"), filepath.Join(spoolRoot, "vmail")
 	}
 	m.MailLocation = "maildir:" + m.MailRoot + "/%d/%n"
 	m.UID, _ = strconv.Atoi(nobody.Uid)

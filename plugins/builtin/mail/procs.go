@@ -146,10 +146,14 @@ func cont(pids []int) {
 	}
 }
 
-// finishWait bounds how long letFinish lets writers run alone: a delivery
-// agent writes a message in well under that; a writer still busy after it
-// waits for a stopped peer (cleanup for its smtpd).
-const finishWait = 25 * time.Millisecond
+// finishWait bounds how long letFinish lets writers run alone. A writer
+// that sleeps (state S) for idleWait without finishing waits for a stopped
+// peer (cleanup for its smtpd) and is given up on sooner; one in disk sleep
+// (state D, an fsync on slow storage) is waited for.
+const (
+	finishWait = time.Second
+	idleWait   = 5 * time.Millisecond
+)
 
 // letFinish resumes only the processes of busy, waits up to wait until none
 // of them holds a message being written, and stops them again. It returns
@@ -167,9 +171,19 @@ func letFinish(ctx context.Context, sp spool, busy []writer, wait time.Duration)
 	cont(pids)
 	deadline := time.Now().Add(wait)
 	done := false
+	var idleSince time.Time
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if done = sp.settled(busy); done {
 			break
+		}
+		if allSleeping(pids) {
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			} else if time.Since(idleSince) > idleWait {
+				break
+			}
+		} else {
+			idleSince = time.Time{}
 		}
 		time.Sleep(500 * time.Microsecond)
 	}
@@ -180,6 +194,16 @@ func letFinish(ctx context.Context, sp spool, busy []writer, wait time.Duration)
 		return 0, false
 	}
 	return len(pids), done
+}
+
+// allSleeping reports whether every process is in interruptible sleep.
+func allSleeping(pids []int) bool {
+	for _, pid := range pids {
+		if st, ok := procState(pid); ok && st != 'S' {
+			return false
+		}
+	}
+	return true
 }
 
 // spool says which open files are a message being written.
@@ -194,12 +218,21 @@ type writer struct {
 	Path string
 }
 
-func (w writer) String() string { return fmt.Sprintf("process %d writes %s", w.PID, w.Path) }
+func (w writer) String() string {
+	comm, _ := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(w.PID), "comm"))
+	return fmt.Sprintf("process %d (%s) writes %s", w.PID, strings.TrimSpace(string(comm)), w.Path)
+}
 
 // writers lists the processes among pids that hold a message being written
 // open for writing: an incomplete Postfix queue file (incoming/ or
 // maildrop/, not yet marked complete by its owner-execute bit), a file in
 // a Maildir's tmp/, or a mailbox file of a non-Maildir store.
+//
+// A delivery agent stopped after closing its tmp/ file and before linking
+// it into new/ is not one: the file is complete and fsynced, and the queue
+// file still lists the recipient as undelivered, so a restored cut
+// delivers the message again and the tmp/ file is left for Dovecot's
+// cleanup, as after a crash at that instant.
 func (s spool) writers(pids []int) []writer {
 	var out []writer
 	for _, pid := range pids {
@@ -213,10 +246,7 @@ func (s spool) writers(pids []int) []writer {
 			if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
 				continue
 			}
-			if !writable(pid, fd.Name()) {
-				continue
-			}
-			if s.inFlight(path) {
+			if writable(pid, fd.Name()) && s.inFlight(path) {
 				out = append(out, writer{PID: pid, Path: path})
 			}
 		}
@@ -241,8 +271,9 @@ func writable(pid int, fd string) bool {
 }
 
 // settled reports whether every message the writers were writing is
-// finished: no longer open for writing by its writer and, unless it is a
-// mailbox file appended to in place, no longer in flight by its path. A
+// finished: no longer held by its writer and, unless it is a mailbox file
+// appended to in place, no longer in flight by its path (a Maildir
+// delivery is finished once linked out of tmp/). A
 // Maildir delivery closes its tmp/ file before it links it into new/; the
 // closed file still in tmp/ is not finished.
 func (s spool) settled(ws []writer) bool {
