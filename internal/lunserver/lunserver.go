@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 
 	"github.com/lockstep-io/lockstep/engine/blockdev"
@@ -21,6 +22,7 @@ type Server struct {
 	srv *iscsi.Server
 	// Portal is the address initiators log in to.
 	Portal string
+	close  func() error
 }
 
 // Start listens on a free loopback port; log receives the target's log
@@ -39,15 +41,22 @@ func Start(t testing.TB, log io.Writer) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
+	s := &Server{srv: srv, Portal: l.Addr().String()}
+	s.close = sync.OnceValue(func() error {
 		cancel()
 		srv.Close()
-		if err := <-served; err != nil {
+		return <-served
+	})
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
 			t.Errorf("lunserver: serve: %v", err)
 		}
 	})
-	return &Server{srv: srv, Portal: l.Addr().String()}
+	return s
 }
+
+// Close ends every session and stops serving; the cleanup does it too.
+func (s *Server) Close() error { return s.close() }
 
 // Add serves dev as LUN 0 of a new target iqn.
 func (s *Server) Add(t testing.TB, iqn string, dev blockdev.Device) {

@@ -10,8 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,10 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockstep-io/lockstep/engine/iscsi"
 	"github.com/lockstep-io/lockstep/engine/journal"
 	"github.com/lockstep-io/lockstep/engine/store"
 	"github.com/lockstep-io/lockstep/internal/chain"
+	"github.com/lockstep-io/lockstep/internal/lunserver"
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
@@ -167,21 +165,6 @@ func runAs(ctx context.Context, user string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// startChain attaches iqn's LUN 0 and stops it at cleanup.
-func startChain(ctx context.Context, t *testing.T, portal, iqn, dir string) *chain.Chain {
-	t.Helper()
-	c, err := chain.Start(ctx, chain.Config{Portal: portal, IQN: iqn, WorkDir: dir, BlockSize: blockSize, InitiatorName: iqn + ":initiator"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the chain of %s: %v", iqn, err)
-		}
-	})
-	return c
-}
-
 // startPostgres starts pg; a cluster recovering a lot of WAL may outlast
 // pg_ctl's wait, so a start error is forgiven if the server answers later.
 func startPostgres(ctx context.Context, t *testing.T, pg *chain.Postgres) {
@@ -296,27 +279,12 @@ func TestSoakPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lf.Close() })
-	srv := iscsi.NewServer(iscsi.ServerConfig{Logger: slog.New(slog.NewTextHandler(&lockedFile{f: lf}, nil))})
-	if err := srv.AddTarget(iscsi.TargetConfig{IQN: iqnBase, LUNs: []iscsi.LUNConfig{{Device: vol}}}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	portal := l.Addr().String()
+	ls := lunserver.Start(t, &lockedFile{f: lf})
+	ls.Add(t, iqnBase, vol)
 	targetLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
 
 	// Chain, ext4, PostgreSQL, pgbench.
-	c := startChain(ctx, t, portal, iqnBase, filepath.Join(work, "chain"))
+	c := ls.Attach(ctx, t, iqnBase, filepath.Join(work, "chain"), blockSize)
 	if err := c.Mkfs(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -402,10 +370,8 @@ func TestSoakPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	cloneIQN := iqnBase + "-clone"
-	if err := srv.AddTarget(iscsi.TargetConfig{IQN: cloneIQN, LUNs: []iscsi.LUNConfig{{Device: clone}}}); err != nil {
-		t.Fatal(err)
-	}
-	c2 := startChain(ctx, t, portal, cloneIQN, filepath.Join(work, "chain-clone"))
+	ls.Add(t, cloneIQN, clone)
+	c2 := ls.Attach(ctx, t, cloneIQN, filepath.Join(work, "chain-clone"), blockSize)
 	if code, out := e2fsck(ctx, t, c2.Device(), "-p"); code > 1 {
 		t.Fatalf("e2fsck -p (journal recovery) on the clone exited %d:\n%s", code, out)
 	} else {
@@ -452,7 +418,9 @@ func TestSoakPostgres(t *testing.T) {
 	}
 
 	// The journal that carried all of it verifies clean.
-	srv.Close()
+	if err := ls.Close(); err != nil {
+		t.Errorf("target: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
