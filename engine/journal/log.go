@@ -516,6 +516,9 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 		if _, err := seg.f.WriteAt(data, off); err != nil {
 			return l.fail(fmt.Errorf("write segment %s at %d: %w", segName(seg.num), off, err))
 		}
+		if !sync {
+			startWriteback(seg.f, off, int64(len(data)))
+		}
 	}
 	l.mu.Lock()
 	seg.written = off + int64(len(data))
