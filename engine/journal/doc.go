@@ -25,10 +25,14 @@
 //	52 12 reserved (0)
 //
 // Records follow back to back from offset 64. A new segment is cut when the
-// current one would exceed the segment size: the current segment is written,
-// truncated to its last record and fsynced completely, then the new one is
-// written to a temporary name, preallocated, fsynced, renamed and its
-// directory fsynced. Hence only the newest segment can ever hold a torn tail.
+// current one would exceed the segment size: the current segment is written
+// and truncated to its last record (sealed), then the new one is written to
+// a temporary name, preallocated, fsynced, renamed and its directory
+// fsynced. A seal does not fsync: the next sync fsyncs every sealed segment
+// not yet durable, oldest first, and sets its synced-through to its end,
+// before the newest segment. So a torn tail can end a sealed segment only if
+// no later segment records a sync (its synced-through is still 64), and then
+// nothing after it was ever acknowledged.
 //
 // The newest segment is preallocated (fallocate) to the segment size where
 // the file system allows, so that a flush's fdatasync has no file size or
@@ -77,12 +81,17 @@
 //
 // # Torn tails and damage
 //
-// Open scans the newest segment record by record. The first record whose frame
-// is incomplete, whose length is out of range or whose CRC does not match ends
-// the valid log. If it lies at or beyond synced-through, the bytes from there
-// on are copied to "torn/" beside the segments and the segment is truncated:
-// that is a write that never completed. If it lies below synced-through, or in
-// an older segment, or sequence numbers are not dense across segments, Open
-// fails with ErrCorrupt naming the segment and offset; Verify lists all damage
-// and Repair fixes only what it can fix without discarding durable records.
+// Open scans every segment record by record. The first record whose frame is
+// incomplete, whose length is out of range or whose CRC does not match ends
+// the valid log. If it lies at or beyond the segment's synced-through and no
+// later segment records a sync, the bytes from there on are copied to
+// "torn/" beside the segments, the segment is truncated, and any later
+// segments are moved to "torn/" whole: writes that never completed and were
+// never acknowledged. (A sealed segment whose unsynced tail was lost whole
+// reads as zeros; the next segment then does not continue its sequence, and
+// is set aside the same way.) Damage below synced-through, damage before a
+// segment that records a sync, or a sequence gap anywhere else is corruption:
+// Open fails with ErrCorrupt naming the segment and offset; Verify lists all
+// damage and Repair fixes only what it can fix without discarding durable
+// records. Sealed segments found not synced to their end are fsynced by Open.
 package journal

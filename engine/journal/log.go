@@ -65,6 +65,8 @@ type segment struct {
 	// may write zeros past written; zeroed is where its zeros end.
 	prealloc bool
 	zeroed   int64
+	// synced is the synced-through slot as Open read it.
+	synced int64
 }
 
 // SegmentInfo describes a segment for retention decisions.
@@ -105,6 +107,10 @@ type Log struct {
 
 	wbBusy atomic.Bool // a background write-behind is running
 
+	// unsynced are sealed segments whose records may not be durable yet:
+	// a seal does not fsync, the next sync does, oldest first (syncMu).
+	unsynced []*segment
+
 	writtenSeq uint64        // last seq handed to a file (syncMu)
 	durableSeq atomic.Uint64 // last seq known durable
 	// The synced-through slot is rewritten only every slotEvery bytes or
@@ -143,27 +149,46 @@ func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *Op
 		return nil, nil, err
 	}
 	rep := &OpenReport{}
+	acked := ackedAfter(opts.FS, dir, nums)
 	for i, num := range nums {
 		if err := ctx.Err(); err != nil {
 			l.closeFiles()
 			return nil, nil, err
 		}
-		last := i == len(nums)-1
-		seg, err := l.openSegment(num, last, rep, fn)
+		if i > 0 && num != nums[i-1]+1 {
+			l.closeFiles()
+			return nil, nil, fmt.Errorf("%w: segment %s missing between %s and %s", ErrCorrupt, segName(nums[i-1]+1), segName(nums[i-1]), segName(num))
+		}
+		// A torn tail may end any segment after which no sync was ever
+		// acknowledged: sealed segments are made durable by the next sync,
+		// not by the seal. A tail lost whole reads as zeros, so the
+		// previous segment ended early and this one does not continue it.
+		if i > 0 && !acked[i-1] {
+			if h, err := readSegHeader(opts.FS, segPath(dir, num)); err == nil && h.firstSeq != l.nextSeq {
+				if err := l.setAside(nums[i:], segName(nums[i-1]), rep); err != nil {
+					l.closeFiles()
+					return nil, nil, err
+				}
+				break
+			}
+		}
+		cut := len(rep.Truncated)
+		seg, err := l.openSegment(num, !acked[i], rep, fn)
 		if err != nil {
 			l.closeFiles()
 			return nil, nil, err
 		}
-		if i > 0 {
-			prev := l.segs[nums[i-1]]
-			if num != prev.num+1 {
-				l.closeFiles()
-				return nil, nil, fmt.Errorf("%w: segment %s missing between %s and %s", ErrCorrupt, segName(prev.num+1), segName(prev.num), segName(num))
-			}
-		}
 		l.segs[num] = seg
 		l.order = append(l.order, num)
 		l.active = seg
+		if len(rep.Truncated) > cut && i < len(nums)-1 {
+			// Everything after a torn tail is unacknowledged: set it aside.
+			if err := l.setAside(nums[i+1:], segName(num), rep); err != nil {
+				l.closeFiles()
+				return nil, nil, err
+			}
+			break
+		}
 	}
 	if l.active == nil {
 		if err := l.createSegment(1, 1); err != nil {
@@ -171,7 +196,17 @@ func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *Op
 		}
 	} else {
 		// Records that survived a process crash may still sit only in the
-		// page cache; make them durable before anything builds on them.
+		// page cache, in the active segment and in sealed ones never
+		// synced; make them durable before anything builds on them.
+		for _, num := range l.order[:len(l.order)-1] {
+			if seg := l.segs[num]; seg.synced < seg.written {
+				l.unsynced = append(l.unsynced, seg)
+			}
+		}
+		if err := l.syncSealed(); err != nil {
+			l.closeFiles()
+			return nil, nil, fmt.Errorf("journal %q: %w", dir, err)
+		}
 		if err := l.active.f.Sync(); err != nil {
 			l.closeFiles()
 			return nil, nil, fmt.Errorf("journal %q: sync %s: %w", dir, segName(l.active.num), err)
@@ -225,7 +260,62 @@ func readWhole(f vfs.File) ([]byte, error) {
 	return b[:n], nil
 }
 
-func (l *Log) openSegment(num uint64, last bool, rep *OpenReport, fn ScanFunc) (*segment, error) {
+// ackedAfter tells, for each segment of nums, whether a later segment
+// records an acknowledged sync (its synced-through slot is past its
+// header). A header that cannot be read counts as acknowledged, so that
+// damage before it is never taken for a torn tail.
+func ackedAfter(fsys vfs.FS, dir string, nums []uint64) []bool {
+	out := make([]bool, len(nums))
+	later := false
+	for i := len(nums) - 1; i >= 0; i-- {
+		out[i] = later
+		h, err := readSegHeader(fsys, segPath(dir, nums[i]))
+		if err != nil || h.syncedThrough > segHeaderSize {
+			later = true
+		}
+	}
+	return out
+}
+
+// readSegHeader reads the header of the segment file p.
+func readSegHeader(fsys vfs.FS, p string) (segHeader, error) {
+	f, err := fsys.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return segHeader{}, err
+	}
+	defer f.Close()
+	b := make([]byte, segHeaderSize)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return segHeader{}, err
+	}
+	return decodeSegHeader(b)
+}
+
+// setAside moves the segments nums, which follow a torn tail cut in
+// segment after, into torn/: none of their records was acknowledged.
+func (l *Log) setAside(nums []uint64, after string, rep *OpenReport) error {
+	tornDir := path.Join(l.dir, "torn")
+	if err := l.opts.FS.MkdirAll(tornDir, 0o750); err != nil {
+		return fmt.Errorf("journal: set aside segments after %s: %w", after, err)
+	}
+	for _, num := range nums {
+		name := segName(num)
+		if err := l.opts.FS.Rename(segPath(l.dir, num), path.Join(tornDir, name)); err != nil {
+			return fmt.Errorf("journal: set aside %s: %w", name, err)
+		}
+		rep.Truncated = append(rep.Truncated, Damage{Segment: name, Problem: "follows the torn tail of " + after + "; nothing in it was acknowledged", TornTail: true})
+		l.opts.Logger.Warn("journal: set aside a segment after a torn tail", "segment", name, "after", after)
+	}
+	if err := l.opts.FS.SyncDir(tornDir); err != nil {
+		return fmt.Errorf("journal: set aside segments after %s: %w", after, err)
+	}
+	if err := l.opts.FS.SyncDir(l.dir); err != nil {
+		return fmt.Errorf("journal: set aside segments after %s: %w", after, err)
+	}
+	return nil
+}
+
+func (l *Log) openSegment(num uint64, tornOK bool, rep *OpenReport, fn ScanFunc) (*segment, error) {
 	name := segName(num)
 	p := segPath(l.dir, num)
 	f, err := l.opts.FS.OpenFile(p, os.O_RDWR, 0)
@@ -252,7 +342,7 @@ func (l *Log) openSegment(num uint64, last bool, rep *OpenReport, fn ScanFunc) (
 	if len(l.order) == 0 {
 		l.nextSeq = h.firstSeq
 	}
-	seg := &segment{num: num, firstSeq: h.firstSeq, f: f}
+	seg := &segment{num: num, firstSeq: h.firstSeq, f: f, synced: h.syncedThrough}
 	order := recordOrder{nextSeq: l.nextSeq, lastTS: l.lastTS}
 	off, derr, err := scanRecords(b, h, &order, func(rec *Record, off int64) error {
 		if fn != nil {
@@ -270,7 +360,7 @@ func (l *Log) openSegment(num uint64, last bool, rep *OpenReport, fn ScanFunc) (
 		return nil, err
 	}
 	if derr != nil {
-		if !errors.Is(derr, ErrTorn) || !last || off < h.syncedThrough {
+		if !errors.Is(derr, ErrTorn) || !tornOK || off < h.syncedThrough {
 			f.Close()
 			return nil, fmt.Errorf("%w: segment %s offset %d: %v (synced through %d); run `lockstep journal verify`", ErrCorrupt, name, off, derr, h.syncedThrough)
 		}
@@ -516,9 +606,6 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 		if _, err := seg.f.WriteAt(data, off); err != nil {
 			return l.fail(fmt.Errorf("write segment %s at %d: %w", segName(seg.num), off, err))
 		}
-		if !sync {
-			startWriteback(seg.f, off, int64(len(data)))
-		}
 	}
 	l.mu.Lock()
 	seg.written = off + int64(len(data))
@@ -532,6 +619,9 @@ func (l *Log) writeOut(sync bool, seq uint64) error {
 	}
 	if !sync {
 		return nil
+	}
+	if err := l.syncSealed(); err != nil {
+		return l.fail(err)
 	}
 	if len(data) <= zeroAheadMaxFlush {
 		if err := l.zeroAhead(seg); err != nil {
@@ -558,6 +648,23 @@ const (
 )
 
 // rotate seals segment num (written and fsynced whole) and starts the next.
+// syncSealed makes the sealed segments that are not yet durable so, oldest
+// first, and records each as synced to its end. The caller holds syncMu.
+func (l *Log) syncSealed() error {
+	for len(l.unsynced) > 0 {
+		seg := l.unsynced[0]
+		if err := seg.f.Sync(); err != nil {
+			return fmt.Errorf("sync segment %s: %w", segName(seg.num), err)
+		}
+		if err := l.writeSyncedSlot(seg, seg.written); err != nil {
+			return err
+		}
+		l.unsynced = l.unsynced[1:]
+	}
+	l.unsynced = nil
+	return nil
+}
+
 func (l *Log) rotate(num uint64) error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
@@ -578,19 +685,17 @@ func (l *Log) rotate(num uint64) error {
 		l.buf = l.buf[:0]
 	}
 	// A sealed segment ends with its last record: drop the preallocated
-	// rest (made durable by the fsync below, before the next segment
-	// exists).
+	// rest. It is not fsynced here: a seal would then wait for every dirty
+	// page of the segment, stalling all appenders. The next sync makes it
+	// durable before the segments after it (writeOut); until then a power
+	// cut may tear it, and Open cuts it there and sets aside what follows,
+	// none of which was acknowledged (see doc.go).
 	if err := seg.f.Truncate(seg.written); err != nil {
 		err = fmt.Errorf("journal %q: truncate segment %s: %w", l.dir, segName(seg.num), err)
 		l.failed = err
 		return err
 	}
-	if err := seg.f.Sync(); err != nil {
-		err = fmt.Errorf("journal %q: sync segment %s: %w", l.dir, segName(seg.num), err)
-		l.failed = err
-		return err
-	}
-	l.durableSeq.Store(l.writtenSeq)
+	l.unsynced = append(l.unsynced, seg)
 	if err := l.createSegment(num+1, l.nextSeq); err != nil {
 		l.failed = err
 		return err
@@ -720,6 +825,13 @@ func (l *Log) RemoveSegments(num uint64) error {
 	}
 	l.order = keep
 	l.mu.Unlock()
+	unsynced := l.unsynced[:0]
+	for _, s := range l.unsynced {
+		if s.num >= num {
+			unsynced = append(unsynced, s)
+		}
+	}
+	l.unsynced = unsynced
 	for _, s := range drop {
 		s.f.Close()
 		if err := l.opts.FS.Remove(segPath(l.dir, s.num)); err != nil {

@@ -365,3 +365,79 @@ func TestWriteBehindBound(t *testing.T) {
 		t.Fatalf("durable through %d, want %d", l.DurableSeq(), n)
 	}
 }
+
+// A seal does not fsync, so a power cut can tear a sealed segment; nothing
+// after it was acknowledged then, so Open keeps the prefix, cuts the tear
+// and sets the later segments aside. Once a later segment records a sync,
+// the same damage is corruption.
+func TestTornSealedSegment(t *testing.T) {
+	write := func(t *testing.T, syncLast bool) (string, int) {
+		dir := t.TempDir()
+		l, _ := openT(t, dir, Options{SegmentSize: 64 << 10})
+		for i := 0; i < 5; i++ {
+			l.Append(writeRec(1, 0, bytes.Repeat([]byte{byte(i)}, 4096)), nil)
+		}
+		if err := l.SyncAll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		synced := 5
+		for i := 5; i < 40; i++ { // on into segments 2 and 3, unsynced
+			l.Append(writeRec(1, 0, bytes.Repeat([]byte{byte(i)}, 4096)), nil)
+		}
+		l.writeOut(false, 0)
+		if len(l.Segments()) < 3 {
+			t.Fatalf("%d segments, want 3 or more", len(l.Segments()))
+		}
+		if syncLast {
+			if err := l.SyncAll(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The crash: no Close (it would sync). Segment 1 keeps the
+		// synced-through of the last sync before the seal.
+		l.closeFiles()
+		resetSynced(t, filepath.Join(dir, segName(1)), segHeaderSize+int64(synced)*(4096+RecordOverhead))
+		if !syncLast {
+			resetSynced(t, filepath.Join(dir, segName(2)), segHeaderSize)
+			resetSynced(t, filepath.Join(dir, segName(3)), segHeaderSize)
+		}
+		// Segment 1's unsynced tail only partly reached the disk.
+		p := filepath.Join(dir, segName(1))
+		st, _ := os.Stat(p)
+		f, _ := os.OpenFile(p, os.O_RDWR, 0)
+		f.WriteAt(make([]byte, 3000), st.Size()-3000)
+		f.Close()
+		return dir, synced
+	}
+
+	dir, synced := write(t, false)
+	rep, err := Verify(context.Background(), nil, dir)
+	if err != nil || rep.OK() || !rep.Repairable() {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	l, recs := openT(t, dir, Options{SegmentSize: 64 << 10})
+	if len(recs) < synced || recs[len(recs)-1].Seq != uint64(len(recs)) {
+		t.Fatalf("after the torn seal: %d records, want a prefix of at least %d", len(recs), synced)
+	}
+	if aside, _ := filepath.Glob(filepath.Join(dir, "torn", "*"+segSuffix)); len(aside) < 2 {
+		t.Fatalf("segments after the tear not set aside: %v", aside)
+	}
+	// The log goes on from the cut, and verifies clean.
+	if _, _, err := l.Append(writeRec(1, 0, make([]byte, 4096)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Verify(context.Background(), nil, dir); err != nil || !rep.OK() {
+		t.Fatalf("verify after open: %+v %v", rep, err)
+	}
+
+	dir, _ = write(t, true)
+	if _, _, err := Open(context.Background(), dir, Options{}, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damage before an acknowledged sync: got %v, want ErrCorrupt", err)
+	}
+	if rep, err := Verify(context.Background(), nil, dir); err != nil || rep.Repairable() {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}

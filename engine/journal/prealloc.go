@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/lockstep-io/lockstep/engine/vfs"
 )
 
@@ -42,28 +40,6 @@ func preallocate(f vfs.File, size int64) bool {
 		return false
 	}
 	return ferr == nil
-}
-
-// startWriteback asks the kernel to start writing f's range to disk now
-// (sync_file_range SYNC_FILE_RANGE_WRITE: it returns without waiting). The
-// journal only appends, so pages handed to the disk early are never dirtied
-// again, and the fsync that seals a segment finds little left to write:
-// streaming writes overlap the disk instead of stalling on it at every
-// segment. Files without a descriptor (the test file systems) are skipped.
-func startWriteback(f vfs.File, off, n int64) {
-	sc, ok := f.(interface {
-		SyscallConn() (syscall.RawConn, error)
-	})
-	if !ok || n <= 0 {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
-	})
 }
 
 // Zeros ahead of the records. fallocate leaves *unwritten* extents: the

@@ -46,6 +46,14 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 	}
 	rep := &VerifyReport{Dir: dir, Segments: len(nums)}
 	var order recordOrder
+	acked := ackedAfter(fsys, dir, nums)
+	// setAside reports the segments from i on as following a torn tail:
+	// Open sets them aside, since none of their records was acknowledged.
+	setAside := func(i int) {
+		for _, n := range nums[i:] {
+			rep.Damage = append(rep.Damage, Damage{Segment: segName(n), Problem: "follows the torn tail of " + segName(nums[i-1]) + "; nothing in it was acknowledged", TornTail: true})
+		}
+	}
 	for i, num := range nums {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -74,6 +82,9 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 		}
 		if i == 0 || order.nextSeq == 0 {
 			rep.FirstSeq = h.firstSeq
+		} else if h.firstSeq != order.nextSeq && !acked[i-1] {
+			setAside(i)
+			break
 		} else if h.firstSeq != order.nextSeq {
 			rep.Damage = append(rep.Damage, Damage{Segment: name, Problem: fmt.Sprintf("starts at seq %d, expected %d", h.firstSeq, order.nextSeq)})
 		}
@@ -84,8 +95,12 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 			return nil
 		})
 		if derr != nil {
-			torn := errors.Is(derr, ErrTorn) && last && off >= h.syncedThrough
+			torn := errors.Is(derr, ErrTorn) && !acked[i] && off >= h.syncedThrough
 			rep.Damage = append(rep.Damage, Damage{Segment: name, Offset: off, Problem: derr.Error(), TornTail: torn})
+			if torn && !last {
+				setAside(i + 1)
+				break
+			}
 		}
 	}
 	return rep, nil
