@@ -15,7 +15,7 @@ import (
 	"github.com/lockstep-io/lockstep/internal/testenv"
 )
 
-// BenchmarkQemuWrite4K drives 4 KiB writes from qemu-img bench (libiscsi,
+// BenchmarkQemuWrite4K drives 4 KiB (and 1 MiB) writes from qemu-img bench (libiscsi,
 // the initiator of scripts/bench-iscsi.sh) into an in-process target, so
 // that `go test -cpuprofile` shows where the target spends its time. The
 // journaled volume is compared with the in-memory disk to separate the
@@ -31,14 +31,18 @@ func BenchmarkQemuWrite4K(b *testing.B) {
 		// a volume with some history, as in scripts/bench-iscsi.sh.
 		prefill int
 		spin    time.Duration // ServerConfig.PollSpin; -1 never polls
+		bytes   int64         // per request, when not 4 KiB
 	}{
-		{"mem/QD1", []string{"-d", "1"}, false, 0, 0},
-		{"journal/QD1", []string{"-d", "1"}, true, 0, 0},
-		{"journal/QD1-nopoll", []string{"-d", "1"}, true, 0, -1},
-		{"journal/QD16", []string{"-d", "16"}, true, 0, 0},
-		{"journal/QD16-nopoll", []string{"-d", "16"}, true, 0, -1},
-		{"journal/QD1-flush", []string{"-d", "1", "--flush-interval=1"}, true, 0, 0},
-		{"journal/QD1-flush-after-200MiB", []string{"-d", "1", "--flush-interval=1"}, true, 50000, 0},
+		{"mem/QD1", []string{"-d", "1"}, false, 0, 0, 0},
+		{"journal/QD1", []string{"-d", "1"}, true, 0, 0, 0},
+		{"journal/QD1-nopoll", []string{"-d", "1"}, true, 0, -1, 0},
+		{"journal/QD16", []string{"-d", "16"}, true, 0, 0, 0},
+		{"journal/QD16-nopoll", []string{"-d", "16"}, true, 0, -1, 0},
+		{"journal/QD1-flush", []string{"-d", "1", "--flush-interval=1"}, true, 0, 0, 0},
+		{"journal/QD1-flush-after-200MiB", []string{"-d", "1", "--flush-interval=1"}, true, 50000, 0, 0},
+		// scripts/bench-iscsi.sh's 1 MiB sequential writes.
+		{"mem/1M-QD4", []string{"-s", "1M", "-S", "1M", "-d", "4"}, false, 0, 0, 1 << 20},
+		{"journal/1M-QD4", []string{"-s", "1M", "-S", "1M", "-d", "4"}, true, 0, 0, 1 << 20},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -80,6 +84,9 @@ func BenchmarkQemuWrite4K(b *testing.B) {
 			}
 			args := append([]string{"bench", "-f", "raw", "-w", "-s", "4096", "-S", strconv.Itoa(4096 * 7919), "-c", strconv.Itoa(b.N)}, tc.args...)
 			b.SetBytes(4096)
+			if tc.bytes > 0 {
+				b.SetBytes(tc.bytes)
+			}
 			b.ResetTimer()
 			if out, err := exec.CommandContext(cctx, qemuImg, append(args, url)...).CombinedOutput(); err != nil {
 				b.Fatalf("qemu-img bench: %v\n%s", err, out)
