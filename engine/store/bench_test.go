@@ -184,12 +184,7 @@ func pct(d []time.Duration, p int) float64 {
 // read-only and as a writable clone.
 func BenchmarkPresentView(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, benchDir(b), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	v, _ := s.CreateVolume(ctx, VolumeSpec{Name: "big", Size: 10 << 30, BlockSize: 4096})
+	s, v := benchVolume(b, "big", 10<<30)
 	buf := make([]byte, 64<<10)
 	for i := 0; i < 1000; i++ {
 		v.WriteAt(ctx, buf, int64(i)*(10<<20), false)

@@ -11,12 +11,7 @@ import (
 // flush, as a file copy or qemu-img bench -s 1M does.
 func BenchmarkSeqWrite1M(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, benchDir(b), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	v, _ := s.CreateVolume(ctx, VolumeSpec{Name: "v", Size: 1 << 30, BlockSize: 4096})
+	_, v := benchVolume(b, "v", 1<<30)
 	buf := make([]byte, 1<<20)
 	for i := range buf {
 		buf[i] = byte(i * 7)
@@ -45,4 +40,20 @@ func BenchmarkRawSeqWrite1M(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchVolume opens a store in benchDir with one volume of 4096-byte
+// blocks, closed when the benchmark ends.
+func benchVolume(b *testing.B, name string, size int64) (*Store, *Volume) {
+	ctx := context.Background()
+	s, err := Open(ctx, benchDir(b), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	v, err := s.CreateVolume(ctx, VolumeSpec{Name: name, Size: size, BlockSize: 4096})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, v
 }
