@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -12,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 )
 
 // TestRestoreTwoDatabases restores a service of PostgreSQL and MariaDB on
@@ -87,6 +92,69 @@ func restoreTwoDatabases(t *testing.T, crash bool) {
 	if want, _ := m.evidence("mariadb")["gtid_binlog_pos"].(string); gtid != want {
 		t.Fatalf("restored MariaDB at GTID %q, the marker's evidence says %q", gtid, want)
 	}
+	takesWrites(t, ctx, s.dbs())
+}
+
+// TestRestoreKilledAndResumed kills the daemon (SIGKILL) in the middle of
+// an in-place restore of the two-database service: every volume rolled,
+// every application stopped, the file systems unmounted, the gate app's
+// start holding. The restarted daemon names the unfinished restore, and
+// `restore --resume` finishes it: both databases start and hold the
+// marker's cut.
+func TestRestoreKilledAndResumed(t *testing.T) {
+	s := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	w := startShop(t, ctx, s)
+	m := s.d.waitMarker(t, service, w.since.Add(time.Second), 40*time.Second, func(m marker) bool {
+		return m.Trigger == "schedule" && m.Class == "app"
+	})
+	w.waitMore(t, 25)
+	written := w.stop(t)
+
+	slow := filepath.Join(s.gateDir, "slow-start")
+	if err := os.WriteFile(slow, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(slow) })
+	s.myDB.SetMaxIdleConns(0) // MariaDB is about to go away
+	cli := exec.Command(s.d.bin, "restore", service, "--to", m.ID, "--yes", "--data="+s.d.data)
+	cli.Env = cleanEnv()
+	var cliOut syncbuf.Buffer
+	cli.Stdout, cli.Stderr = &cliOut, &cliOut
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Process.Kill(); cli.Wait() })
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(s.gateDir, "in-start")); err == nil {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			t.Fatalf("the restore never reached the applications' start:\n%s", cliOut.String())
+		}
+	}
+	s.d.kill()
+	if err := cli.Wait(); err == nil {
+		t.Fatalf("the CLI says the restore ended although its daemon was killed:\n%s", cliOut.String())
+	}
+	os.Remove(slow)
+	s.d.start(t)
+	var rs []struct{ ID, State string }
+	if err := json.Unmarshal([]byte(s.d.mustStdout(t, "restores", service, "--json")), &rs); err != nil || len(rs) == 0 {
+		t.Fatalf("restores: %v %+v", err, rs)
+	}
+	last := rs[len(rs)-1]
+	if last.State == "done" {
+		t.Fatalf("restore %s is done although its daemon was killed before the apps started", last.ID)
+	}
+	if log := readFile(s.d.logPath); !strings.Contains(log, "lockstep restore --resume "+last.ID) {
+		t.Fatalf("the restarted daemon does not name the unfinished restore %s", last.ID)
+	}
+	if out := s.d.must(t, "restore", "--resume", last.ID); !strings.Contains(out, ": done;") {
+		t.Fatalf("restore --resume %s:\n%s", last.ID, out)
+	}
+	checkCut(t, ctx, s.dbs(), written)
 	takesWrites(t, ctx, s.dbs())
 }
 

@@ -500,7 +500,10 @@ func pgPort(t *testing.T) int {
 //   - gate (exec), which fs depends on, is frozen last, when everything else
 //     is held: its freeze records that moment in gateDir/in-freeze and, while
 //     gateDir/slow exists, sleeps, so a test can act inside the freeze;
-//     at a restore it starts first and drops the chains' export caches.
+//     at a restore it starts first and drops the chains' export caches,
+//     after waiting while gateDir/slow-start exists (it writes
+//     gateDir/in-start first), so a test can act between the roll and
+//     the applications' start.
 func (s *stack) appsPolicy(every, quiesce string) string {
 	mps := `"` + s.mounts[volPG] + `", "` + s.mounts[volMyData] + `", "` + s.mounts[volLogs] + `"`
 	freeze := fmt.Sprintf(`date +%%s.%%N > %[1]s/in-freeze; if [ -e %[1]s/slow ]; then sleep %[2]s; fi; echo '{\"gate\": \"held\"}'`, s.gateDir, gateSleep)
@@ -513,7 +516,7 @@ func (s *stack) appsPolicy(every, quiesce string) string {
 	for _, v := range []string{volPG, volMyData, volLogs} {
 		drops = append(drops, strings.Join(chain.DropExportCacheCommand(filepath.Join(s.work, "chain-"+v)), " "))
 	}
-	dropCaches := strings.Join(drops, " && ")
+	dropCaches := fmt.Sprintf(`touch %[1]s/in-start; while [ -e %[1]s/slow-start ]; do sleep 0.1; done; `, s.gateDir) + strings.Join(drops, " && ")
 	return fmt.Sprintf(`service %[1]q {
   volume %[2]q {
     size       = "384MiB"
