@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -100,7 +101,7 @@ func restoreTwoDatabases(t *testing.T, crash bool) {
 // every application stopped, the file systems unmounted, the gate app's
 // start holding. The restarted daemon names the unfinished restore, and
 // `restore --resume` finishes it: both databases start and hold the
-// marker's cut.
+// marker's cut. `restore --undo` then brings back the later rows.
 func TestRestoreKilledAndResumed(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -156,6 +157,17 @@ func TestRestoreKilledAndResumed(t *testing.T) {
 	}
 	checkCut(t, ctx, s.dbs(), written)
 	takesWrites(t, ctx, s.dbs())
+
+	// --undo returns the service to just before the restore: every pair
+	// the writer had, and not the write made after the restore.
+	s.myDB.SetMaxIdleConns(0)
+	s.d.must(t, "restore", service, "--undo", "--yes")
+	o, p := s.dbs().ids(t, ctx)
+	if slices.Contains(o, takesWritesID) || slices.Contains(p, takesWritesID) || !contiguous(o) || !contiguous(p) ||
+		int64(len(p)) < written || len(o) < len(p) {
+		t.Fatalf("after --undo: orders %s, payments %s; the writer had %d", span(o), span(p), written)
+	}
+	t.Logf("after --undo: orders %s, payments %s (the writer had %d)", span(o), span(p), written)
 }
 
 // shopWriter keeps the cross-database invariant while it runs: order i is
