@@ -548,3 +548,42 @@ func TestFoldBinary(t *testing.T) {
 	srv.stop(t)
 	mustContain(t, srv.logs.String(), "retention folds are disabled")
 }
+
+// serve --api-tls: the CLI on the same machine finds https:// in api.addr
+// and the CA in the data directory; another machine uses LOCKSTEP_CA.
+func TestAPITLSBinary(t *testing.T) {
+	bin := lockstep(t)
+	dir := t.TempDir()
+	pol := writePolicy(t, `service "shop" {
+  volume "db" {
+    size = "32MiB"
+  }
+  consistency {
+    every = "1h"
+  }
+  rpo {
+    journal = "2h"
+  }
+}
+`)
+	srv := serveBin(t, bin, dir, "--api-tls", "--policy", pol)
+	addr := strings.TrimSpace(readFile(t, filepath.Join(dir, "api.addr")))
+	if !strings.HasPrefix(addr, "https://") {
+		t.Fatalf("api.addr %q", addr)
+	}
+	mustContain(t, mustRun(t, bin, 0, "services", "--data", dir), "shop")
+	// Elsewhere: the address, the token and a copy of the CA.
+	tok := strings.TrimSpace(readFile(t, filepath.Join(dir, "api.token")))
+	cmd := exec.Command(bin, "status", "--addr", addr, "--data", t.TempDir())
+	cmd.Env = append(os.Environ(), "LOCKSTEP_TOKEN="+tok, "LOCKSTEP_CA="+filepath.Join(dir, "pki", "ca.crt"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("status with LOCKSTEP_CA: %v\n%s", err, out)
+	}
+	cmd = exec.Command(bin, "status", "--addr", addr, "--data", t.TempDir())
+	cmd.Env = append(os.Environ(), "LOCKSTEP_TOKEN="+tok)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "LOCKSTEP_CA") {
+		t.Fatalf("status over https without the CA: %v\n%s", err, out)
+	}
+	mustContain(t, srv.logs.String(), "api serves https")
+	srv.stop(t)
+}

@@ -21,6 +21,7 @@ import (
 func init() {
 	var dataDir, policyDir, iscsiAddr, iscsiAdvertise, listen, logFormat, logLevel, rpoWebhook string
 	var foldInterval, iscsiPoll time.Duration
+	var apiTLS bool
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR [--listen ADDR] [--iscsi ADDR] [--policy DIR]",
 		Short: "Run the daemon: journaled volumes over iSCSI, markers, the API",
@@ -28,6 +29,11 @@ func init() {
 serves every volume as LUN 0 of its own iSCSI target, runs each service's
 markers on schedule, evaluates RPOs, and answers the HTTP API on --listen that
 every other command (and Prometheus, on /metrics) talks to.
+
+With --api-tls the API is HTTPS, with a certificate the daemon's own CA
+(DATA/pki/ca.crt, also the agents' CA) issues at every start for this
+machine's names and addresses; the CLI trusts that file, or the copy
+LOCKSTEP_CA names on another machine (address https://HOST:PORT).
 
 The API, /metrics included, requires the token in DATA/api.token as
 "Authorization: Bearer TOKEN" (created with mode 0600 on first start, kept
@@ -65,6 +71,7 @@ serving, 2 usage error.`,
 				return withExit(exitUsage, err)
 			}
 			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval, ISCSIPoll: iscsiPoll}
+			cfg.APITLS = apiTLS
 			if iscsiAdvertise != "" {
 				if _, _, err := net.SplitHostPort(iscsiAdvertise); err != nil {
 					return withExit(exitUsage, fmt.Errorf("--iscsi-advertise: want HOST:PORT: %w", err))
@@ -107,6 +114,7 @@ serving, 2 usage error.`,
 	cmd.Flags().StringVar(&iscsiAdvertise, "iscsi-advertise", "", "portal HOST:PORT that exposures and copies print (default: the --iscsi address, or this machine's first non-loopback address when that is 0.0.0.0)")
 	cmd.Flags().DurationVar(&iscsiPoll, "iscsi-poll", iscsi.DefaultPollSpin, "how long an iSCSI connection at queue depth 1 polls for its next command before it sleeps (0 never polls; saves CPU, costs latency)")
 	cmd.Flags().StringVar(&listen, "listen", api.DefaultAddr, "HTTP API address (token required; also serves /metrics)")
+	cmd.Flags().BoolVar(&apiTLS, "api-tls", false, "serve the API over HTTPS with a certificate from the daemon's CA (DATA/pki/ca.crt; clients elsewhere set LOCKSTEP_CA to a copy)")
 	cmd.Flags().DurationVar(&foldInterval, "fold-interval", daemon.DefaultFoldInterval, "how often retention folds run (0 disables them)")
 	cmd.Flags().StringVar(&rpoWebhook, "rpo-webhook", os.Getenv("LOCKSTEP_RPO_WEBHOOK"), "POST every RPO breach and recovery as JSON to this URL (env LOCKSTEP_RPO_WEBHOOK; keep a URL with a token there)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")

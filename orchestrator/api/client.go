@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,10 +31,15 @@ var ErrUnauthorized = errors.New("api: token refused")
 
 // Client calls a daemon's API. It is safe for concurrent use.
 type Client struct {
-	addr  string
-	token string
-	hc    *http.Client
+	addr   string
+	token  string
+	scheme string // http or https
+	hc     *http.Client
 }
+
+// CAFile is where, in the daemon's data directory, the certificate of the
+// CA that signs its HTTPS API (and its agents) lives.
+const CAFile = "pki/ca.crt"
 
 // Locate finds the daemon and its token the way every CLI command does.
 // The address is addr (--addr / LOCKSTEP_ADDR), else the api.addr file the
@@ -51,6 +58,10 @@ func Locate(addr, token, dataDir string) (*Client, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
+	caPath := os.Getenv("LOCKSTEP_CA")
+	if caPath == "" {
+		caPath = filepath.Join(dataDir, CAFile)
+	}
 	if token == "" {
 		path := filepath.Join(dataDir, TokenFile)
 		t, err := ReadToken(path)
@@ -62,12 +73,32 @@ func Locate(addr, token, dataDir string) (*Client, error) {
 		}
 		token = t
 	}
-	return New(addr, token), nil
+	if rest, ok := strings.CutPrefix(addr, "https://"); ok {
+		ca, err := os.ReadFile(caPath)
+		if err != nil {
+			return nil, fmt.Errorf("the daemon at %s serves HTTPS: its CA certificate: %w (copy DATA/%s from the daemon's machine and set LOCKSTEP_CA)", rest, err, CAFile)
+		}
+		return NewTLS(rest, token, ca)
+	}
+	return New(strings.TrimPrefix(addr, "http://"), token), nil
 }
 
-// New returns a client for the daemon at addr (host:port) using token.
+// New returns a client for the daemon at addr (host:port) using token,
+// over plain HTTP.
 func New(addr, token string) *Client {
-	return &Client{addr: addr, token: token, hc: &http.Client{Timeout: 2 * time.Minute}}
+	return &Client{addr: addr, token: token, scheme: "http", hc: &http.Client{Timeout: 2 * time.Minute}}
+}
+
+// NewTLS returns a client for the daemon at addr (host:port) over HTTPS,
+// trusting only the CA certificates in caPEM.
+func NewTLS(addr, token string, caPEM []byte) (*Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("api: no CA certificate in the CA file")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &Client{addr: addr, token: token, scheme: "https", hc: &http.Client{Timeout: 2 * time.Minute, Transport: tr}}, nil
 }
 
 // Addr is the daemon's address.
@@ -101,7 +132,7 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.addr+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+c.addr+path, body)
 	if err != nil {
 		return nil, err
 	}

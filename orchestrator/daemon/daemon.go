@@ -66,6 +66,10 @@ type Config struct {
 	Policy []api.Source
 	// ISCSIAddr is the portal to listen on (default 127.0.0.1:3260).
 	ISCSIAddr string
+	// APITLS serves the API over HTTPS with a certificate from the
+	// daemon's CA (DATA/pki/ca.crt, the one agents trust), issued at start
+	// for this machine's names and addresses.
+	APITLS bool
 	// ISCSIAdvertise is the portal (HOST:PORT) printed for exposures and
 	// copies and shown by status; empty: see Daemon.Portal.
 	ISCSIAdvertise string
@@ -97,6 +101,7 @@ type Daemon struct {
 	srv     *iscsi.Server
 	iscsi   net.Listener
 	apiL    net.Listener
+	apiTLS  bool
 	token   string
 	prot    Protector
 	started time.Time
@@ -173,8 +178,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if d.apiL, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("api listen address %s: %w (another `lockstep serve` running? choose one with --listen)", cfg.Listen, err)
 	}
-	if ta, ok := d.apiL.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
-		d.log.Warn("the API listens beyond loopback without TLS: its token crosses the network in clear; put a TLS proxy in front or listen on 127.0.0.1", "listen", d.apiL.Addr().String())
+	if cfg.APITLS {
+		if err := d.serveTLS(); err != nil {
+			return nil, err
+		}
+	} else if ta, ok := d.apiL.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		d.log.Warn("the API listens beyond loopback without TLS: its token crosses the network in clear; use --api-tls or listen on 127.0.0.1", "listen", d.apiL.Addr().String())
 	}
 	d.srv = iscsi.NewServer(iscsi.ServerConfig{Portal: d.iscsi.Addr().String(), Logger: cfg.Logger, PollSpin: cfg.ISCSIPoll})
 	newProt := cfg.NewProtector
@@ -364,7 +373,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addrFile := filepath.Join(d.cfg.DataDir, api.AddrFile)
-	if err := api.WriteFileAtomic(addrFile, []byte(d.Addr()+"\n"), 0o644); err != nil {
+	if err := api.WriteFileAtomic(addrFile, []byte(d.URL()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("api address file: %w", err)
 	}
 	defer os.Remove(addrFile)

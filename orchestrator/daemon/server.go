@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -100,7 +101,9 @@ func (d *Daemon) authenticate(next http.Handler) http.Handler {
 
 func (d *Daemon) serveAPI(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		// Failed TLS handshakes and the like go to the daemon's log.
+		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
