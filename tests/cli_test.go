@@ -378,18 +378,7 @@ func TestServeAndExposeBinary(t *testing.T) {
 	testenv.LookPath(t, "qemu-io")
 	bin := lockstep(t)
 	dir := t.TempDir()
-	pol := writePolicy(t, `service "shop" {
-  volume "db" {
-    size = "32MiB"
-  }
-  consistency {
-    every = "1m"
-  }
-  rpo {
-    journal = "5m"
-  }
-}
-`)
+	pol := writePolicy(t, shopDB32)
 	srv := serveBin(t, bin, dir, "--policy", pol)
 	iqn := "iqn.2026-11.io.lockstep:shop.db"
 	url := "iscsi://" + srv.portal + "/" + iqn + "/0"
@@ -554,18 +543,7 @@ func TestFoldBinary(t *testing.T) {
 func TestAPITLSBinary(t *testing.T) {
 	bin := lockstep(t)
 	dir := t.TempDir()
-	pol := writePolicy(t, `service "shop" {
-  volume "db" {
-    size = "32MiB"
-  }
-  consistency {
-    every = "1h"
-  }
-  rpo {
-    journal = "2h"
-  }
-}
-`)
+	pol := writePolicy(t, shopDB32)
 	srv := serveBin(t, bin, dir, "--api-tls", "--policy", pol)
 	addr := strings.TrimSpace(readFile(t, filepath.Join(dir, "api.addr")))
 	if !strings.HasPrefix(addr, "https://") {
@@ -587,3 +565,17 @@ func TestAPITLSBinary(t *testing.T) {
 	mustContain(t, srv.logs.String(), "api serves https")
 	srv.stop(t)
 }
+
+// shopDB32 is a service of one 32 MiB volume, marked every minute.
+const shopDB32 = `service "shop" {
+  volume "db" {
+    size = "32MiB"
+  }
+  consistency {
+    every = "1m"
+  }
+  rpo {
+    journal = "5m"
+  }
+}
+`

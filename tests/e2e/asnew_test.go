@@ -27,9 +27,7 @@ func TestAsNewTwoDatabases(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	w := startShop(t, ctx, s)
-	m := s.d.waitMarker(t, service, w.since.Add(time.Second), 40*time.Second, func(m marker) bool {
-		return m.Trigger == "schedule" && m.Class == "app"
-	})
+	m := w.scheduledMarker(t, s)
 	w.waitMore(t, 25) // writes after the marker, which the copy must not hold
 
 	const suffix = "-copy"

@@ -42,9 +42,7 @@ func restoreTwoDatabases(t *testing.T, crash bool) {
 	w := startShop(t, ctx, s)
 	// A scheduled marker taken while the writer runs, with writes on both
 	// sides of it.
-	m := s.d.waitMarker(t, service, w.since.Add(time.Second), 40*time.Second, func(m marker) bool {
-		return m.Trigger == "schedule" && m.Class == "app"
-	})
+	m := w.scheduledMarker(t, s)
 	// The crash-consistent target: an instant in the middle of the writes,
 	// with the payments acknowledged before it.
 	w.waitMore(t, 25)
@@ -107,9 +105,7 @@ func TestRestoreKilledAndResumed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	w := startShop(t, ctx, s)
-	m := s.d.waitMarker(t, service, w.since.Add(time.Second), 40*time.Second, func(m marker) bool {
-		return m.Trigger == "schedule" && m.Class == "app"
-	})
+	m := w.scheduledMarker(t, s)
 	w.waitMore(t, 25)
 	written := w.stop(t)
 
@@ -178,6 +174,15 @@ type shopWriter struct {
 	since  time.Time
 	cancel context.CancelFunc
 	done   chan error
+}
+
+// scheduledMarker waits for the first scheduled application-consistent
+// marker taken while w runs, so that writes lie on both sides of it.
+func (w *shopWriter) scheduledMarker(t *testing.T, s *stack) marker {
+	t.Helper()
+	return s.d.waitMarker(t, service, w.since.Add(time.Second), 40*time.Second, func(m marker) bool {
+		return m.Trigger == "schedule" && m.Class == "app"
+	})
 }
 
 // startShop creates the tables, applies the apps (a marker every 2 s) and
