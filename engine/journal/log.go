@@ -149,7 +149,8 @@ func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *Op
 		return nil, nil, err
 	}
 	rep := &OpenReport{}
-	acked := ackedAfter(opts.FS, dir, nums)
+	hdrs, herrs := segHeaders(opts.FS, dir, nums)
+	acked := ackedAfter(hdrs, herrs)
 	for i, num := range nums {
 		if err := ctx.Err(); err != nil {
 			l.closeFiles()
@@ -163,14 +164,12 @@ func Open(ctx context.Context, dir string, opts Options, fn ScanFunc) (*Log, *Op
 		// acknowledged: sealed segments are made durable by the next sync,
 		// not by the seal. A tail lost whole reads as zeros, so the
 		// previous segment ended early and this one does not continue it.
-		if i > 0 && !acked[i-1] {
-			if h, err := readSegHeader(opts.FS, segPath(dir, num)); err == nil && h.firstSeq != l.nextSeq {
-				if err := l.setAside(nums[i:], segName(nums[i-1]), rep); err != nil {
-					l.closeFiles()
-					return nil, nil, err
-				}
-				break
+		if i > 0 && !acked[i-1] && herrs[i] == nil && hdrs[i].firstSeq != l.nextSeq {
+			if err := l.setAside(nums[i:], segName(nums[i-1]), rep); err != nil {
+				l.closeFiles()
+				return nil, nil, err
 			}
+			break
 		}
 		cut := len(rep.Truncated)
 		seg, err := l.openSegment(num, !acked[i], rep, fn)
@@ -260,17 +259,26 @@ func readWhole(f vfs.File) ([]byte, error) {
 	return b[:n], nil
 }
 
-// ackedAfter tells, for each segment of nums, whether a later segment
-// records an acknowledged sync (its synced-through slot is past its
-// header). A header that cannot be read counts as acknowledged, so that
-// damage before it is never taken for a torn tail.
-func ackedAfter(fsys vfs.FS, dir string, nums []uint64) []bool {
-	out := make([]bool, len(nums))
+// segHeaders reads the header of every segment of nums; errs[i] is set
+// where one cannot be read.
+func segHeaders(fsys vfs.FS, dir string, nums []uint64) (hdrs []segHeader, errs []error) {
+	hdrs, errs = make([]segHeader, len(nums)), make([]error, len(nums))
+	for i, num := range nums {
+		hdrs[i], errs[i] = readSegHeader(fsys, segPath(dir, num))
+	}
+	return hdrs, errs
+}
+
+// ackedAfter tells, for each segment, whether a later one records an
+// acknowledged sync (its synced-through slot is past its header). A header
+// that cannot be read counts as acknowledged, so that damage before it is
+// never taken for a torn tail.
+func ackedAfter(hdrs []segHeader, errs []error) []bool {
+	out := make([]bool, len(hdrs))
 	later := false
-	for i := len(nums) - 1; i >= 0; i-- {
+	for i := len(hdrs) - 1; i >= 0; i-- {
 		out[i] = later
-		h, err := readSegHeader(fsys, segPath(dir, nums[i]))
-		if err != nil || h.syncedThrough > segHeaderSize {
+		if errs[i] != nil || hdrs[i].syncedThrough > segHeaderSize {
 			later = true
 		}
 	}

@@ -46,7 +46,7 @@ func Verify(ctx context.Context, fsys vfs.FS, dir string) (*VerifyReport, error)
 	}
 	rep := &VerifyReport{Dir: dir, Segments: len(nums)}
 	var order recordOrder
-	acked := ackedAfter(fsys, dir, nums)
+	acked := ackedAfter(segHeaders(fsys, dir, nums))
 	// setAside reports the segments from i on as following a torn tail:
 	// Open sets them aside, since none of their records was acknowledged.
 	setAside := func(i int) {
