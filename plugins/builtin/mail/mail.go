@@ -22,12 +22,13 @@
 // each has really stopped (a process inside write(2) stops when the call
 // returns). It then looks at the files the stopped processes hold open for
 // writing (/proc/PID/fd and fdinfo). If one is a message being written, it
-// first resumes only the writers for up to 25 ms: with the masters, smtpd
-// and qmgr stopped no transaction starts, so a delivery agent finishes its
-// message (closed and linked out of tmp/) and the instant after is quiet.
-// A writer that cannot finish alone (cleanup waiting for its smtpd) makes
-// Freeze resume everything, let it run for a few milliseconds and try
-// again, until drain_timeout. Nothing is moved, re-queued or
+// first resumes only the writers (for up to a second while they do disk
+// I/O): with the masters, smtpd and qmgr stopped no transaction starts, so
+// a delivery agent finishes its message (closed and linked out of tmp/)
+// and the instant after is quiet. A writer that cannot finish alone, seen
+// asleep for 5 ms (cleanup waiting for its smtpd), makes Freeze resume
+// everything, let it run for a few milliseconds and try again, until
+// drain_timeout. Nothing is moved, re-queued or
 // reconfigured: postsuper -h would move queue files to hold/ (and the cut
 // would then restore held mail), and reloading Postfix with
 // defer_transports would rewrite main.cf on the volume being protected.

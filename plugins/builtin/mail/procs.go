@@ -173,7 +173,7 @@ func letFinish(ctx context.Context, sp spool, busy []writer, wait time.Duration)
 	done := false
 	var idleSince time.Time
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if done = sp.settled(busy); done {
+		if done = sp.settled(busy, pids); done {
 			break
 		}
 		if allSleeping(pids) {
@@ -272,18 +272,16 @@ func writable(pid int, fd string) bool {
 
 // settled reports whether every message the writers were writing is
 // finished: no longer held by its writer and, unless it is a mailbox file
-// appended to in place, no longer in flight by its path (a Maildir
-// delivery is finished once linked out of tmp/). A
-// Maildir delivery closes its tmp/ file before it links it into new/; the
-// closed file still in tmp/ is not finished.
-func (s spool) settled(ws []writer) bool {
+// appended to in place, no longer in flight by its path. A Maildir
+// delivery closes its tmp/ file before it links it into new/; the closed
+// file still in tmp/ is not finished. pids are the writers' processes.
+func (s spool) settled(ws []writer, pids []int) bool {
+	held := map[writer]bool{}
+	for _, w := range s.writers(pids) {
+		held[w] = true
+	}
 	for _, w := range ws {
-		for _, o := range s.writers([]int{w.PID}) {
-			if o.Path == w.Path {
-				return false
-			}
-		}
-		if !(s.mboxRoot != "" && within(w.Path, s.mboxRoot)) && s.inFlight(w.Path) {
+		if held[w] || !(s.mboxRoot != "" && within(w.Path, s.mboxRoot)) && s.inFlight(w.Path) {
 			return false
 		}
 	}
