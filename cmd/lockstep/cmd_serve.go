@@ -70,8 +70,7 @@ serving, 2 usage error.`,
 			if err != nil {
 				return withExit(exitUsage, err)
 			}
-			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval, ISCSIPoll: iscsiPoll}
-			cfg.APITLS = apiTLS
+			cfg := daemon.Config{DataDir: dataDir, ISCSIAddr: iscsiAddr, Listen: listen, Logger: logger, FoldInterval: foldInterval, ISCSIPoll: iscsiPoll, APITLS: apiTLS}
 			if iscsiAdvertise != "" {
 				if _, _, err := net.SplitHostPort(iscsiAdvertise); err != nil {
 					return withExit(exitUsage, fmt.Errorf("--iscsi-advertise: want HOST:PORT: %w", err))

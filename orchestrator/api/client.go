@@ -58,10 +58,6 @@ func Locate(addr, token, dataDir string) (*Client, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	caPath := os.Getenv("LOCKSTEP_CA")
-	if caPath == "" {
-		caPath = filepath.Join(dataDir, CAFile)
-	}
 	if token == "" {
 		path := filepath.Join(dataDir, TokenFile)
 		t, err := ReadToken(path)
@@ -74,6 +70,10 @@ func Locate(addr, token, dataDir string) (*Client, error) {
 		token = t
 	}
 	if rest, ok := strings.CutPrefix(addr, "https://"); ok {
+		caPath := os.Getenv("LOCKSTEP_CA")
+		if caPath == "" {
+			caPath = filepath.Join(dataDir, CAFile)
+		}
 		ca, err := os.ReadFile(caPath)
 		if err != nil {
 			return nil, fmt.Errorf("the daemon at %s serves HTTPS: its CA certificate: %w (copy DATA/%s from the daemon's machine and set LOCKSTEP_CA)", rest, err, CAFile)

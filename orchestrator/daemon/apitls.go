@@ -44,12 +44,8 @@ func apiHosts(a net.Addr) []string {
 	if !ta.IP.IsUnspecified() {
 		return append(hosts, ta.IP.String())
 	}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, ia := range addrs {
-			if n, ok := ia.(*net.IPNet); ok && !n.IP.IsLoopback() {
-				hosts = append(hosts, n.IP.String())
-			}
-		}
+	for _, ip := range hostIPs() {
+		hosts = append(hosts, ip.String())
 	}
 	return hosts
 }

@@ -340,24 +340,34 @@ func (d *Daemon) Portal() string {
 // firstHostIP is the first global unicast address of the machine's
 // interfaces, IPv4 before IPv6; nil when there is none.
 func firstHostIP() net.IP {
+	var v6 net.IP
+	for _, ip := range hostIPs() {
+		if !ip.IsGlobalUnicast() {
+			continue
+		}
+		if ip.To4() != nil {
+			return ip
+		}
+		if v6 == nil {
+			v6 = ip
+		}
+	}
+	return v6
+}
+
+// hostIPs are the machine's interface addresses other than loopback.
+func hostIPs() []net.IP {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil
 	}
-	var v6 net.IP
+	var ips []net.IP
 	for _, a := range addrs {
-		n, ok := a.(*net.IPNet)
-		if !ok || !n.IP.IsGlobalUnicast() {
-			continue
-		}
-		if n.IP.To4() != nil {
-			return n.IP
-		}
-		if v6 == nil {
-			v6 = n.IP
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+			ips = append(ips, n.IP)
 		}
 	}
-	return v6
+	return ips
 }
 
 // Addr is the HTTP API's address.

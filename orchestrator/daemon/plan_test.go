@@ -3,33 +3,22 @@ package daemon
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lockstep-io/lockstep/engine/store"
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 	"github.com/lockstep-io/lockstep/orchestrator/api"
 	"github.com/lockstep-io/lockstep/policies/model"
 )
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func newTestLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&lockedWriter{w: w}, nil))
+// newTestLogger logs into logs, which the test reads while the daemon runs.
+func newTestLogger(logs *syncbuf.Buffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logs, nil))
 }
 
 // shop with the db volume resized, the wal volume dropped, or a third added.

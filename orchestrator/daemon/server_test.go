@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lockstep-io/lockstep/internal/syncbuf"
 	"github.com/lockstep-io/lockstep/orchestrator/api"
 	"github.com/lockstep-io/lockstep/orchestrator/catalog"
 )
@@ -95,7 +96,7 @@ func TestAPIAuth(t *testing.T) {
 
 // The token never appears in the logs.
 func TestTokenNotLogged(t *testing.T) {
-	var logs strings.Builder
+	var logs syncbuf.Buffer
 	d := startDaemon(t, "", policy(shopHCL), func(c *Config) { c.Logger = newTestLogger(&logs) })
 	get(t, d, "/v1/status", "Bearer "+d.Token()+"x")
 	d.c.Status(context.Background())
