@@ -8,7 +8,8 @@
 #
 # Tunables (environment): TGT_PORT (3261), LOCKSTEP_PORT (3262),
 # COUNT_4K_QD1 (20000), COUNT_4K_QD16 (50000), COUNT_FLUSH (3000),
-# PERF_SECONDS (15), STEP_TIMEOUT (180 s per measurement), REPEAT (3).
+# PERF_SECONDS (15), STEP_TIMEOUT (180 s per measurement), REPEAT (3),
+# ROWS (row keys to run, e.g. "w1m r1m"; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -133,6 +134,13 @@ rows=(
 	"r1mp|1 MiB sequential reads, QD4 (iscsi-perf)|MiB/s"
 	"r4k|4 KiB random reads, QD16 (iscsi-perf)|IOPS"
 )
+if [ -n "${ROWS:-}" ]; then
+	keep=()
+	for row in "${rows[@]}"; do
+		[[ " $ROWS " == *" ${row%%|*} "* ]] && keep+=("$row")
+	done
+	rows=("${keep[@]}")
+fi
 measure() {
 	local key=$1 t=$2 u=${URL[$2]} v
 	case $key in

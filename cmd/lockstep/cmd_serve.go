@@ -19,7 +19,7 @@ import (
 )
 
 func init() {
-	var dataDir, policyDir, iscsiAddr, iscsiAdvertise, listen, logFormat, logLevel, rpoWebhook string
+	var dataDir, policyDir, iscsiAddr, iscsiAdvertise, listen, logFormat, logLevel, rpoWebhook, journalCache string
 	var foldInterval, iscsiPoll time.Duration
 	var apiTLS bool
 	cmd := &cobra.Command{
@@ -46,6 +46,10 @@ Without --policy the daemon serves the policy applied last (lockstep apply),
 resolving its env() and file() secrets again in its own environment. With
 --policy DIR it applies DIR at start exactly as 'lockstep apply DIR' would,
 refusing to destroy or shrink volumes.
+
+The journal writes past the page cache; reads of the newest
+--journal-cache bytes written (all volumes together) are served from memory,
+older data from the disk.
 
 Every --fold-interval (default 10m; 0 disables) the daemon enforces each
 service's retention: history beyond retention.journal is folded away except
@@ -84,6 +88,17 @@ serving, 2 usage error.`,
 				}
 				cfg.RPOWebhook = rpoWebhook
 			}
+			switch journalCache {
+			case "auto":
+			case "0":
+				cfg.JournalCache = -1
+			default:
+				n, err := parseSize(journalCache)
+				if err != nil {
+					return withExit(exitUsage, fmt.Errorf("--journal-cache: %w (want auto, 0, or a size such as 512MiB)", err))
+				}
+				cfg.JournalCache = n
+			}
 			if iscsiPoll <= 0 {
 				cfg.ISCSIPoll = -1 // Config's zero means the default
 			}
@@ -116,6 +131,7 @@ serving, 2 usage error.`,
 	cmd.Flags().BoolVar(&apiTLS, "api-tls", false, "serve the API over HTTPS with a certificate from the daemon's CA (DATA/pki/ca.crt; clients elsewhere set LOCKSTEP_CA to a copy)")
 	cmd.Flags().DurationVar(&foldInterval, "fold-interval", daemon.DefaultFoldInterval, "how often retention folds run (0 disables them)")
 	cmd.Flags().StringVar(&rpoWebhook, "rpo-webhook", os.Getenv("LOCKSTEP_RPO_WEBHOOK"), "POST every RPO breach and recovery as JSON to this URL (env LOCKSTEP_RPO_WEBHOOK; keep a URL with a token there)")
+	cmd.Flags().StringVar(&journalCache, "journal-cache", "auto", "memory for the most recently written data, which reads of it are served from (auto: 1/16 of RAM, 64 MiB–4 GiB; 0: none, reads go to the disk)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	rootCmd.AddCommand(cmd)

@@ -79,6 +79,19 @@
 // continues with: uvarint-prefixed ID, service and class strings, a uvarint
 // count of volume ids each as a uvarint, and uvarint-prefixed evidence bytes.
 //
+// # Writing and reading
+//
+// Appends go to a buffer; a sync, or write-behind once WriteBehind bytes
+// are buffered, hands it to the newest segment. The whole pages in the
+// middle of a large hand-off are written past the page cache (O_DIRECT, see
+// vfs.DirectIO; the buffer's memory is laid out so that they can be written
+// from where they lie), the partial pages at its ends through it. An
+// append-only file would otherwise take a fresh page-cache page for every
+// byte ever written, which on a VM whose free memory is reported to the host
+// is a host fault per page. The newest Options.Cache bytes handed to the
+// files are also kept in a ring that ReadData checks before the files
+// (tailcache.go). Neither changes the format or what is durable when.
+//
 // # Torn tails and damage
 //
 // Open scans every segment record by record. The first record whose frame is

@@ -25,6 +25,9 @@ type Options struct {
 	Clock clock.Clock
 	// SegmentSize of the journal (default 64 MiB).
 	SegmentSize int64
+	// JournalCache is the bytes of the most recent journal writes kept in
+	// memory to serve reads (0: none; see journal.Options.Cache).
+	JournalCache int64
 	// IndexMemoryLimit is each volume's in-memory index budget; beyond it
 	// the index spills to disk (default 64 MiB).
 	IndexMemoryLimit int64
@@ -114,7 +117,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			p.pin(v.st.ParentAt)
 		}
 	}
-	lg, rep, err := journal.Open(ctx, path.Join(dir, "wal"), journal.Options{FS: opts.FS, Clock: &floorClock{c: opts.Clock, floor: st.LastTS}, SegmentSize: opts.SegmentSize, Logger: opts.Logger},
+	lg, rep, err := journal.Open(ctx, path.Join(dir, "wal"), journal.Options{FS: opts.FS, Clock: &floorClock{c: opts.Clock, floor: st.LastTS}, SegmentSize: opts.SegmentSize, Cache: opts.JournalCache, Logger: opts.Logger},
 		func(rec *journal.Record, loc journal.Loc) error { return s.replay(rec, loc) })
 	if err != nil {
 		s.closeVolumes()

@@ -52,11 +52,16 @@ type OS struct{}
 
 var _ FS = OS{}
 
-type osFile struct{ *os.File }
+type osFile struct {
+	*os.File
+	direct directFile
+}
+
+var _ DirectIO = (*osFile)(nil)
 
 // Sync is fdatasync: data and the size needed to read it back, without the
 // timestamps fsync would also write.
-func (f osFile) Sync() error {
+func (f *osFile) Sync() error {
 	rc, err := f.File.SyscallConn()
 	if err != nil {
 		return err // os.ErrClosed after Close
@@ -78,7 +83,7 @@ func (f osFile) Sync() error {
 	return nil
 }
 
-func (f osFile) Size() (int64, error) {
+func (f *osFile) Size() (int64, error) {
 	st, err := f.File.Stat()
 	if err != nil {
 		return 0, err
@@ -92,7 +97,16 @@ func (OS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return osFile{f}, nil
+	return &osFile{File: f}, nil
+}
+
+// Close closes the file and its direct descriptor, if one was opened.
+func (f *osFile) Close() error {
+	err := f.File.Close()
+	if derr := f.direct.close(); err == nil {
+		err = derr
+	}
+	return err
 }
 
 // Rename renames a real file.

@@ -84,6 +84,10 @@ type Config struct {
 	// the default (see protector.go).
 	NewProtector func(ctx context.Context, d *Daemon) (Protector, error)
 	StoreOptions store.Options
+	// JournalCache is the bytes of recent writes kept in memory for reads
+	// (store.Options.JournalCache): zero takes DefaultJournalCache, a
+	// negative value keeps none.
+	JournalCache int64
 	// RPOWebhook, when set, receives every RPO breach and recovery as a
 	// JSON POST (rpo.Webhook).
 	RPOWebhook string
@@ -149,6 +153,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
 	}
 	cfg.StoreOptions.Logger = cfg.Logger
+	switch {
+	case cfg.JournalCache == 0:
+		cfg.StoreOptions.JournalCache = DefaultJournalCache()
+	case cfg.JournalCache > 0:
+		cfg.StoreOptions.JournalCache = cfg.JournalCache
+	}
 	if cfg.StoreOptions.Clock == nil {
 		cfg.StoreOptions.Clock = cfg.Clock
 	}
