@@ -108,8 +108,12 @@ func TestDirectWritesRoundTrip(t *testing.T) {
 		} else if !l.noDirect.Load() {
 			t.Fatalf("cache %d: O_DIRECT is refused here, but the log did not fall back", cache)
 		}
-		if n := l.cache.memory(); n > cache {
-			t.Fatalf("cache of %d bytes holds %d bytes of memory", cache, n)
+		st := l.Stats()
+		if st.CacheMemory > cache || st.CacheSize != cache {
+			t.Fatalf("cache of %d bytes: %+v", cache, st)
+		}
+		if st.ReadFile == 0 || (cache > 0) != (st.ReadMemory > 0) {
+			t.Fatalf("cache %d: %d bytes read from memory, %d from the files", cache, st.ReadMemory, st.ReadFile)
 		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)

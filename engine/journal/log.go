@@ -102,6 +102,8 @@ type Log struct {
 	spareMem    []byte       // the other buffer's memory, free while buf fills
 	noDirect    atomic.Bool  // the file system refused direct I/O
 	directBytes atomic.Int64 // bytes written past the page cache
+	readMemory  atomic.Int64 // bytes ReadData served from buffers and cache
+	readFile    atomic.Int64 // bytes ReadData read from the files
 	bufOff      int64        // offset in active where buf starts
 	bufLastSeq  uint64
 	inflight    []byte // being written by syncMu's holder
@@ -795,6 +797,7 @@ func (l *Log) ReadData(loc Loc, p []byte) error {
 	if seg == l.active && off >= l.bufOff {
 		n := copy(p, l.buf[off-l.bufOff:])
 		l.mu.Unlock()
+		l.readMemory.Add(int64(n))
 		if n != len(p) {
 			return fmt.Errorf("journal: read %s: %d of %d bytes buffered", loc, n, len(p))
 		}
@@ -803,6 +806,7 @@ func (l *Log) ReadData(loc Loc, p []byte) error {
 	if l.inflightSeg == seg && off >= l.inflightOff {
 		n := copy(p, l.inflight[off-l.inflightOff:])
 		l.mu.Unlock()
+		l.readMemory.Add(int64(n))
 		if n != len(p) {
 			return fmt.Errorf("journal: read %s: %d of %d bytes in flight", loc, n, len(p))
 		}
@@ -811,8 +815,10 @@ func (l *Log) ReadData(loc Loc, p []byte) error {
 	f := seg.f
 	l.mu.Unlock()
 	if l.cache.read(seg.num, off, p) {
+		l.readMemory.Add(int64(len(p)))
 		return nil
 	}
+	l.readFile.Add(int64(len(p)))
 	// Reads of the files use the page cache even where the writes did
 	// not: four parallel cold 1 MiB reads through it (and its readahead)
 	// measured faster than direct reads here, and hot blocks stay cached.
@@ -828,6 +834,21 @@ func (l *Log) refuseDirect(err error) {
 	if !l.noDirect.Swap(true) {
 		l.opts.Logger.Warn("journal: direct I/O refused, using the page cache", "dir", l.dir, "reason", err.Error())
 	}
+}
+
+// Stats are a log's I/O counters since Open, and its cache.
+type Stats struct {
+	DirectBytes int64 // written to the files past the page cache
+	ReadMemory  int64 // bytes ReadData served from the buffers and the cache
+	ReadFile    int64 // bytes ReadData read from the files
+	CacheSize   int64 // Options.Cache
+	CacheMemory int64 // memory the cache holds so far (at most CacheSize)
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	return Stats{DirectBytes: l.directBytes.Load(), ReadMemory: l.readMemory.Load(), ReadFile: l.readFile.Load(),
+		CacheSize: max(l.opts.Cache, 0), CacheMemory: l.cache.memory()}
 }
 
 // ReadRecord reads and verifies the whole record at loc.

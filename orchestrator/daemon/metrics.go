@@ -43,6 +43,14 @@ var (
 		"Bytes of journal segments in the data directory.", nil, nil)
 	mJournalSegments = prometheus.NewDesc("lockstep_journal_segments",
 		"Journal segments in the data directory.", nil, nil)
+	mJournalDirect = prometheus.NewDesc("lockstep_journal_direct_write_bytes_total",
+		"Journal bytes written to the segments past the page cache.", nil, nil)
+	mJournalRead = prometheus.NewDesc("lockstep_journal_read_bytes_total",
+		"Journal bytes read for volume reads, by where from: memory (write buffers and the cache of recent writes) or file.", []string{"from"}, nil)
+	mJournalCache = prometheus.NewDesc("lockstep_journal_cache_size_bytes",
+		"Size of the cache of recent journal writes (--journal-cache).", nil, nil)
+	mJournalCacheMem = prometheus.NewDesc("lockstep_journal_cache_memory_bytes",
+		"Memory the cache of recent journal writes holds so far.", nil, nil)
 	mWindow = prometheus.NewDesc("lockstep_volume_journal_window_seconds",
 		"Length of the volume's journal window: any point this far back is restorable.", []string{"volume"}, nil)
 	mVolumeSize = prometheus.NewDesc("lockstep_volume_size_bytes",
@@ -75,7 +83,7 @@ func (m *metrics) handler() http.Handler {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRPOAge, mRPOTarget, mRPOBreach, mMarkers, mMissed, mMarkerDuration, mFreezeWindow,
 		mLastDuration, mLastFreeze, mMarkerTime,
-		mJournalBytes, mJournalSegments, mWindow, mVolumeSize, mIOOps, mIOBytes, mIOErrors,
+		mJournalBytes, mJournalSegments, mJournalDirect, mJournalRead, mJournalCache, mJournalCacheMem, mWindow, mVolumeSize, mIOOps, mIOBytes, mIOErrors,
 		mFolds, mFoldBytes, mFoldTime} {
 		ch <- d
 	}
@@ -114,6 +122,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	js := d.journalStatus()
 	gauge(mJournalBytes, float64(js.Bytes))
 	gauge(mJournalSegments, float64(js.Segments))
+	jst := d.st.Journal().Stats()
+	counter(mJournalDirect, uint64(jst.DirectBytes))
+	counter(mJournalRead, uint64(jst.ReadMemory), "memory")
+	counter(mJournalRead, uint64(jst.ReadFile), "file")
+	gauge(mJournalCache, float64(jst.CacheSize))
+	gauge(mJournalCacheMem, float64(jst.CacheMemory))
 	now := d.clk.Now()
 	for _, vi := range d.st.Volumes() {
 		gauge(mVolumeSize, float64(vi.Size), vi.Name)

@@ -153,7 +153,8 @@ func TestMarkServiceWithoutApps(t *testing.T) {
 	}
 	body := scrape(t, d)
 	for _, want := range []string{`lockstep_markers_total{class="crash",service="shop"} 1`, `lockstep_service_rpo_target_seconds{service="shop"} 7200`,
-		"lockstep_journal_bytes ", `lockstep_volume_journal_window_seconds{volume="shop/db"}`, `lockstep_marker_freeze_window_seconds_count{service="shop"} 1`} {
+		"lockstep_journal_bytes ", "lockstep_journal_cache_size_bytes ", `lockstep_journal_read_bytes_total{from="memory"}`,
+		`lockstep_volume_journal_window_seconds{volume="shop/db"}`, `lockstep_marker_freeze_window_seconds_count{service="shop"} 1`} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, body)
 		}
