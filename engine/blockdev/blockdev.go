@@ -54,3 +54,26 @@ type Device interface {
 	// ID is a stable identifier for serial numbers and designators.
 	ID() string
 }
+
+// Provisioning is what a Provisioner knows of a run of blocks.
+type Provisioning uint8
+
+const (
+	// Unknown: the device cannot tell without reading the blocks.
+	Unknown Provisioning = iota
+	// Mapped: the blocks hold written data (which may be zeros).
+	Mapped
+	// Deallocated: the blocks read as zeros (never written, unmapped or
+	// zeroed).
+	Deallocated
+)
+
+// Provisioner is an optional Device capability for GET LBA STATUS: where
+// data lies, from the device's own metadata, so that the front end reads
+// only what the device cannot tell.
+type Provisioner interface {
+	// Provisioning reports what is known of the blocks from off on, and the
+	// length in bytes of the run that shares that answer: at least one
+	// block, at most length. It reads no block data.
+	Provisioning(ctx context.Context, off, length int64) (Provisioning, int64, error)
+}

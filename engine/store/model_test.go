@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstep-io/lockstep/engine/blockdev"
 	"github.com/lockstep-io/lockstep/engine/clock"
 	"github.com/lockstep-io/lockstep/engine/vfs"
 )
@@ -122,6 +123,31 @@ func (r *modelRun) check(m *modelVol, t int64, got []byte, off, n int, what stri
 	}
 }
 
+// checkProvisioning walks the provisioning of blocks [off, off+n) at t: the
+// runs must tile the range, and a run said deallocated must read as zeros
+// in the model (GET LBA STATUS lets an initiator skip reading it).
+func (r *modelRun) checkProvisioning(p blockdev.Provisioner, m *modelVol, t int64, off, n int, what string) {
+	want := m.at(t)
+	bs := int64(m.bs)
+	for b := int64(off); b < int64(off+n); {
+		state, got, err := p.Provisioning(context.Background(), b*bs, int64(off+n)*bs-b*bs)
+		if err != nil {
+			r.t.Fatalf("%s provisioning of volume %q at block %d: %v", what, m.name, b, err)
+		}
+		if got < bs || got%bs != 0 || b*bs+got > int64(off+n)*bs {
+			r.t.Fatalf("%s provisioning of volume %q at block %d: run of %d bytes", what, m.name, b, got)
+		}
+		if state == blockdev.Deallocated {
+			for i, c := range want[b*bs : b*bs+got] {
+				if c != 0 {
+					r.t.Fatalf("%s provisioning of volume %q at %d: blocks [%d,%d) said deallocated, byte %d is %#x", what, m.name, t, b, b+got/bs, b*bs+int64(i), c)
+				}
+			}
+		}
+		b += got / bs
+	}
+}
+
 func (r *modelRun) step(i int) string {
 	ctx := context.Background()
 	r.clk.Advance(time.Duration(1+r.rng.IntN(1000)) * time.Millisecond)
@@ -162,6 +188,7 @@ func (r *modelRun) step(i int) string {
 			r.t.Fatal(err)
 		}
 		r.check(m, r.s.log.LastTS(), got, off, n, "current read")
+		r.checkProvisioning(v, m, r.s.log.LastTS(), off, n, "current")
 		return "read"
 	case k < 70: // point-in-time read
 		t := r.readablePoint(m)
@@ -207,6 +234,7 @@ func (r *modelRun) step(i int) string {
 			r.t.Fatalf("view read: %v", err)
 		}
 		r.check(wm, w.At(), got, 0, wm.blocks, "view read")
+		r.checkProvisioning(w, wm, w.At(), 0, wm.blocks, "view")
 		if r.rng.IntN(2) == 0 {
 			w.Close()
 			r.views = append(r.views[:j], r.views[j+1:]...)

@@ -109,6 +109,8 @@ func (v *Volume) check(off, n int64) error {
 	return nil
 }
 
+var _ blockdev.Provisioner = (*Volume)(nil)
+
 // WriteAt implements blockdev.Device: the write is journaled and visible at
 // once, durable at the next Flush, or on return with fua or write-through.
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
@@ -222,6 +224,14 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return v.readAt(p, off, latest)
 }
 
+// Provisioning implements blockdev.Provisioner for the current content.
+func (v *Volume) Provisioning(ctx context.Context, off, length int64) (blockdev.Provisioning, int64, error) {
+	if v.fenced.Load() {
+		return blockdev.Unknown, 0, fmt.Errorf("volume %q: %w", v.name, blockdev.ErrFenced)
+	}
+	return v.provisioning(off, length, latest)
+}
+
 // ReadAtTime reads the content the volume had at timestamp at (Unix ns).
 func (v *Volume) ReadAtTime(ctx context.Context, p []byte, off, at int64) error {
 	if err := v.check(off, int64(len(p))); err != nil {
@@ -309,6 +319,51 @@ func (v *Volume) readAt(p []byte, off, at int64) error {
 		i = j
 	}
 	return nil
+}
+
+// provisioning implements blockdev.Provisioner at timestamp at from the
+// index alone: a block whose newest record is a write is mapped, one
+// unmapped or zeroed is deallocated, one that comes from the base image or
+// a retained point is unknown (the caller reads it).
+func (v *Volume) provisioning(off, length, at int64) (blockdev.Provisioning, int64, error) {
+	if err := v.check(off, length); err != nil {
+		return blockdev.Unknown, 0, err
+	}
+	if length == 0 {
+		return blockdev.Unknown, 0, fmt.Errorf("volume %q: provisioning of no block: %w", v.name, blockdev.ErrOutOfRange)
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	fold := v.st.FoldThrough
+	state := func(b uint64) (blockdev.Provisioning, error) {
+		kind, _, err := v.source(b, at, fold)
+		switch {
+		case err != nil:
+			return blockdev.Unknown, err
+		case kind == srcLog:
+			return blockdev.Mapped, nil
+		case kind == srcZero:
+			return blockdev.Deallocated, nil
+		}
+		return blockdev.Unknown, nil
+	}
+	bs := int64(v.bs)
+	first, nb := uint64(off/bs), uint64(length/bs)
+	p, err := state(first)
+	if err != nil {
+		return blockdev.Unknown, 0, err
+	}
+	n := uint64(1)
+	for ; n < nb; n++ {
+		q, err := state(first + n)
+		if err != nil {
+			return blockdev.Unknown, 0, err
+		}
+		if q != p {
+			break
+		}
+	}
+	return p, int64(n) * bs, nil
 }
 
 func (v *Volume) snapIndex(at int64) int {
@@ -470,6 +525,14 @@ func (w *View) ReadAt(ctx context.Context, p []byte, off int64) error {
 
 // WriteAt implements blockdev.Device: views are read-only.
 func (w *View) WriteAt(context.Context, []byte, int64, bool) error { return blockdev.ErrReadOnly }
+
+// Provisioning implements blockdev.Provisioner at the view's point.
+func (w *View) Provisioning(ctx context.Context, off, length int64) (blockdev.Provisioning, int64, error) {
+	if w.closed.Load() {
+		return blockdev.Unknown, 0, blockdev.ErrClosed
+	}
+	return w.v.provisioning(off, length, w.at)
+}
 
 // WriteZeroes implements blockdev.Device: views are read-only.
 func (w *View) WriteZeroes(context.Context, int64, int64, bool) error { return blockdev.ErrReadOnly }
