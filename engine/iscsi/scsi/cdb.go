@@ -39,6 +39,7 @@ const (
 	OpWriteVerify12      = 0xae
 	OpVerify12           = 0xaf
 	SAReadCapacity16     = 0x10
+	SAGetLBAStatus       = 0x12
 	SAReportSupportedOps = 0x0c
 )
 
@@ -64,6 +65,7 @@ const (
 	KindReportLUNs
 	KindReportOpcodes
 	KindCompareAndWrite
+	KindGetLBAStatus
 	KindNoop // START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL
 )
 
@@ -126,10 +128,19 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		}
 		r.Kind, r.AllocLen = KindReadCapacity10, 8
 	case OpServiceActionIn16:
-		if cdb[1]&0x1f != SAReadCapacity16 {
+		switch cdb[1] & 0x1f {
+		case SAReadCapacity16:
+			r.Kind, r.AllocLen = KindReadCapacity16, int(be32(10))
+		case SAGetLBAStatus:
+			// Byte 14 is SBC-4's REPORT TYPE; only 0 (all blocks) is
+			// understood.
+			if cdb[14] != 0 {
+				return nil, bad
+			}
+			r.Kind, r.LBA, r.AllocLen = KindGetLBAStatus, be64(2), int(be32(10))
+		default:
 			return nil, &SenseInvalidFieldCDB
 		}
-		r.Kind, r.AllocLen = KindReadCapacity16, int(be32(10))
 	case OpRead6, OpWrite6:
 		r.LBA = uint64(cdb[1]&0x1f)<<16 | uint64(cdb[2])<<8 | uint64(cdb[3])
 		r.Blocks = uint32(cdb[4])

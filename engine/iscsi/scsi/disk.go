@@ -114,6 +114,8 @@ func (d *Disk) Execute(ctx context.Context, req *Request, dataOut []byte) Result
 		return d.unmap(ctx, req, dataOut)
 	case KindCompareAndWrite:
 		return d.compareAndWrite(ctx, req, dataOut)
+	case KindGetLBAStatus:
+		return d.getLBAStatus(ctx, req)
 	case KindReportOpcodes:
 		return reportOpcodes(req)
 	}
@@ -281,6 +283,118 @@ func (d *Disk) unmap(ctx context.Context, req *Request, p []byte) Result {
 		}
 	}
 	return good(nil)
+}
+
+// Bounds on one GET LBA STATUS: the blocks it inspects and the data it
+// reads to classify blocks the device cannot tell about; the initiator asks
+// again from where the answer ends.
+const (
+	lbaStatusBlocks = 1 << 16
+	lbaStatusRead   = 1 << 20
+)
+
+// Provisioning status codes of an LBA status descriptor (SBC-3).
+const (
+	lbaMapped      = 0
+	lbaDeallocated = 1
+)
+
+// getLBAStatus answers GET LBA STATUS. A device that is a
+// blockdev.Provisioner says from its metadata which blocks hold data; the
+// blocks it cannot tell about (and all blocks of other devices) are read:
+// one that reads as zeros is reported deallocated, any other mapped. That
+// is exact for what an initiator may rely on (LBPRZ: a deallocated block
+// reads zeros), for every device, views and clones included.
+func (d *Disk) getLBAStatus(ctx context.Context, req *Request) Result {
+	nb := d.blocks()
+	if req.LBA >= nb {
+		return Check(SenseLBAOutOfRange)
+	}
+	bs := int64(d.bs)
+	maxDescs := max(1, (req.AllocLen-8)/16)
+	out := make([]byte, 8, 8+16*min(maxDescs, 64))
+	var last struct {
+		lba    uint64
+		n      uint64
+		status byte
+	}
+	emit := func(lba, n uint64, status byte) bool {
+		if last.n > 0 && last.status == status && last.lba+last.n == lba {
+			last.n += n
+			return true
+		}
+		if last.n > 0 {
+			if (len(out)-8)/16 == maxDescs {
+				return false
+			}
+			out = appendLBADesc(out, last.lba, last.n, last.status)
+		}
+		last.lba, last.n, last.status = lba, n, status
+		return true
+	}
+	prov, _ := d.dev.(blockdev.Provisioner)
+	lba, end := req.LBA, req.LBA+min(nb-req.LBA, lbaStatusBlocks)
+	read := int64(0)
+	var buf []byte
+	full := false
+	for lba < end && !full {
+		state, n := blockdev.Unknown, end-lba
+		if prov != nil {
+			p, got, err := prov.Provisioning(ctx, int64(lba)*bs, int64(n)*bs)
+			if err != nil {
+				return deviceError(ctx, err, false)
+			}
+			state, n = p, uint64(got/bs)
+		}
+		switch state {
+		case blockdev.Mapped:
+			full = !emit(lba, n, lbaMapped)
+		case blockdev.Deallocated:
+			full = !emit(lba, n, lbaDeallocated)
+		default:
+			if read >= lbaStatusRead {
+				full = true
+				break
+			}
+			n = min(n, uint64((lbaStatusRead-read)/bs))
+			if buf == nil {
+				buf = make([]byte, lbaStatusRead)
+			}
+			b := buf[:int64(n)*bs]
+			if err := d.dev.ReadAt(ctx, b, int64(lba)*bs); err != nil {
+				return deviceError(ctx, err, false)
+			}
+			read += int64(len(b))
+			zero := func(i uint64) bool { return allZero(b[int64(i)*bs : int64(i+1)*bs]) }
+			for i := uint64(0); i < n && !full; {
+				z := zero(i)
+				j := i + 1
+				for j < n && zero(j) == z {
+					j++
+				}
+				status := byte(lbaMapped)
+				if z {
+					status = lbaDeallocated
+				}
+				full = !emit(lba+i, j-i, status)
+				i = j
+			}
+		}
+		lba += n
+	}
+	if last.n > 0 && (len(out)-8)/16 < maxDescs {
+		out = appendLBADesc(out, last.lba, last.n, last.status)
+	}
+	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+	return good(clip(out, req.AllocLen))
+}
+
+func appendLBADesc(b []byte, lba, n uint64, status byte) []byte {
+	var desc [16]byte
+	binary.BigEndian.PutUint64(desc[0:], lba)
+	binary.BigEndian.PutUint32(desc[8:], uint32(n))
+	desc[12] = status
+	return append(b, desc[:]...)
 }
 
 func (d *Disk) compareAndWrite(ctx context.Context, req *Request, data []byte) Result {

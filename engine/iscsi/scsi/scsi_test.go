@@ -3,6 +3,7 @@ package scsi
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/lockstep-io/lockstep/engine/blockdev"
@@ -47,9 +48,142 @@ func TestReportOpcodesOneCommand(t *testing.T) {
 	if r := rsoc(2, OpServiceActionIn16, 0x10); r.Status != StatusGood || r.Data[1]&7 != 3 {
 		t.Fatalf("options 2 READ CAPACITY 16: %+v", r)
 	}
+	if r := rsoc(2, OpServiceActionIn16, SAGetLBAStatus); r.Status != StatusGood || r.Data[1]&7 != 3 {
+		t.Fatalf("options 2 GET LBA STATUS: %+v", r)
+	}
 	if r := rsoc(1, 0xc7, 0); r.Status != StatusGood || r.Data[1]&7 != 1 {
 		t.Fatalf("unsupported opcode: %+v", r)
 	}
+}
+
+// getLBAStatus sends GET LBA STATUS at lba with allocation length alloc.
+func getLBAStatus(t *testing.T, d *Disk, lba uint64, alloc uint32) Result {
+	t.Helper()
+	c := make([]byte, 16)
+	c[0], c[1] = OpServiceActionIn16, SAGetLBAStatus
+	binary.BigEndian.PutUint64(c[2:], lba)
+	binary.BigEndian.PutUint32(c[10:], alloc)
+	return exec(t, d, c, nil)
+}
+
+type lbaDesc struct {
+	lba    uint64
+	blocks uint32
+	status byte
+}
+
+func lbaDescs(t *testing.T, r Result) []lbaDesc {
+	t.Helper()
+	if r.Status != StatusGood {
+		t.Fatalf("GET LBA STATUS: %+v", r)
+	}
+	if n := binary.BigEndian.Uint32(r.Data); int(n)+4 != len(r.Data) || (len(r.Data)-8)%16 != 0 {
+		t.Fatalf("GET LBA STATUS: parameter data length %d for %d bytes", n, len(r.Data))
+	}
+	var out []lbaDesc
+	for b := r.Data[8:]; len(b) >= 16; b = b[16:] {
+		out = append(out, lbaDesc{binary.BigEndian.Uint64(b), binary.BigEndian.Uint32(b[8:]), b[12] & 0x0f})
+	}
+	return out
+}
+
+func TestGetLBAStatus(t *testing.T) {
+	d := newDisk(t) // 2048 blocks of 512 bytes
+	ctx := context.Background()
+	// Data at blocks 10-19 and 100, a zero-filled write at 20-29 (reads
+	// as zeros: deallocated), an unmap inside the data at 15.
+	if err := d.dev.WriteAt(ctx, bytesOf(0xab, 10*512), 10*512, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.dev.WriteAt(ctx, make([]byte, 10*512), 20*512, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.dev.WriteAt(ctx, bytesOf(1, 512), 100*512, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.dev.Unmap(ctx, 15*512, 512); err != nil {
+		t.Fatal(err)
+	}
+	got := lbaDescs(t, getLBAStatus(t, d, 0, 4096))
+	want := []lbaDesc{{0, 10, 1}, {10, 5, 0}, {15, 1, 1}, {16, 4, 0}, {20, 80, 1}, {100, 1, 0}, {101, 1947, 1}}
+	if len(got) != len(want) {
+		t.Fatalf("descriptors %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("descriptor %d: %+v, want %+v (all: %+v)", i, got[i], want[i], got)
+		}
+	}
+	// The first descriptor starts at the LBA asked for.
+	if got := lbaDescs(t, getLBAStatus(t, d, 12, 24)); len(got) != 1 || got[0] != (lbaDesc{12, 3, 0}) {
+		t.Fatalf("at LBA 12 with room for one descriptor: %+v", got)
+	}
+	// An allocation length shorter than one descriptor truncates the data.
+	if r := getLBAStatus(t, d, 0, 10); r.Status != StatusGood || len(r.Data) != 10 {
+		t.Fatalf("allocation length 10: %+v", r)
+	}
+	if got := lbaDescs(t, getLBAStatus(t, d, 2047, 4096)); len(got) != 1 || got[0] != (lbaDesc{2047, 1, 1}) {
+		t.Fatalf("last block: %+v", got)
+	}
+	for _, lba := range []uint64{2048, 1 << 63, ^uint64(0)} {
+		if r := getLBAStatus(t, d, lba, 24); r.Status != StatusCheckCondition || r.Sense.ASC != 0x21 {
+			t.Fatalf("LBA %d: %+v, want LBA OUT OF RANGE", lba, r)
+		}
+	}
+}
+
+// provMem is a Mem that says blocks [0,4) are mapped and [4,8)
+// deallocated without reading them, and leaves the rest to the disk.
+type provMem struct {
+	*blockdev.Mem
+	reads int
+}
+
+func (p *provMem) Provisioning(_ context.Context, off, length int64) (blockdev.Provisioning, int64, error) {
+	b := off / 512
+	switch {
+	case b < 4:
+		return blockdev.Mapped, min(length, (4-b)*512), nil
+	case b < 8:
+		return blockdev.Deallocated, min(length, (8-b)*512), nil
+	}
+	return blockdev.Unknown, min(length, 512), nil
+}
+
+func (p *provMem) ReadAt(ctx context.Context, b []byte, off int64) error {
+	p.reads++
+	return p.Mem.ReadAt(ctx, b, off)
+}
+
+func TestGetLBAStatusProvisioner(t *testing.T) {
+	m, err := blockdev.NewMem("prov", 1<<20, 512, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Data the provisioner says is deallocated is not read; block 9 is
+	// read and found to hold data.
+	if err := m.WriteAt(ctx, bytesOf(3, 512), 9*512, false); err != nil {
+		t.Fatal(err)
+	}
+	p := &provMem{Mem: m}
+	d := NewDisk(p)
+	got := lbaDescs(t, getLBAStatus(t, d, 0, 4096))
+	want := []lbaDesc{{0, 4, 0}, {4, 5, 1}, {9, 1, 0}, {10, 2038, 1}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("descriptors %+v, want %+v", got, want)
+	}
+	if p.reads == 0 {
+		t.Fatal("the blocks the provisioner did not know were not read")
+	}
+}
+
+func bytesOf(b byte, n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = b
+	}
+	return p
 }
 
 func TestReadWriteVerifyCompare(t *testing.T) {
@@ -120,6 +254,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte{OpMaintenanceIn, SAReportSupportedOps, 0x82, 0x9e, 0, 0x10, 0, 0, 1, 0, 0, 0}, []byte(nil))
 	f.Add([]byte{OpInquiry, 1, 0xb0, 0, 255, 0}, []byte(nil))
 	f.Add([]byte{0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, []byte(nil)) // ORWRITE16
+	f.Add([]byte{OpServiceActionIn16, SAGetLBAStatus, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0}, []byte(nil))
 	m, err := blockdev.NewMem("fuzz", 1<<20, 512, false)
 	if err != nil {
 		f.Fatal(err)
