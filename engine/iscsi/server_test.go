@@ -218,7 +218,15 @@ func TestResidualsAndErrors(t *testing.T) {
 		}
 	}
 	check([]byte{0xc0, 0, 0, 0, 0, 0}, 5, 0x20, "vendor opcode")
-	check(cdb16(0x8b, 0, 1, 0), 5, 0x20, "ORWRITE16 (panicked gotgt)")
+	// ORWRITE 16 without its data-out buffer took gotgt down (nil buffer);
+	// here it ORs in the whole blocks it received: none.
+	must(t)(ini.Command(ctx, 0, cdb16(0x8b, 0, 1, 0), nil, 512))
+	ones := bytes.Repeat([]byte{0xff}, 512)
+	must(t)(ini.Command(ctx, 0, cdb16(0x8b, 2, 1, 0), ones, 0))
+	if r := must(t)(ini.Command(ctx, 0, cdb10(0x28, 0, 3, 0), nil, 1536)); !bytes.Equal(r.Data[:1024], make([]byte, 1024)) || !bytes.Equal(r.Data[1024:], ones) {
+		t.Fatal("ORWRITE16: blocks 0-2 do not read zeros, zeros, ones")
+	}
+	check(cdb16(0x8b, 0, 1, 0x20), 5, 0x24, "ORWRITE16 with ORPROTECT")
 	check(cdb10(0x28, 1<<20/512, 1, 0), 5, 0x21, "read beyond the end")
 	check(cdb10(0x28, 0, 1, 0xe0), 5, 0x24, "RDPROTECT without protection")
 	// Unknown LUN.

@@ -25,6 +25,7 @@ const (
 	OpModeSense10        = 0x5a
 	OpRead16             = 0x88
 	OpCompareAndWrite    = 0x89
+	OpOrWrite16          = 0x8b
 	OpWrite16            = 0x8a
 	OpWriteVerify16      = 0x8e
 	OpVerify16           = 0x8f
@@ -65,6 +66,7 @@ const (
 	KindReportLUNs
 	KindReportOpcodes
 	KindCompareAndWrite
+	KindOrWrite
 	KindGetLBAStatus
 	KindNoop // START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL
 )
@@ -151,7 +153,7 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		r.LBA, r.Blocks = uint64(be32(2)), be16(7)
 	case OpRead12, OpWrite12, OpWriteVerify12, OpVerify12:
 		r.LBA, r.Blocks = uint64(be32(2)), be32(6)
-	case OpRead16, OpWrite16, OpWriteVerify16, OpVerify16, OpPrefetch16, OpSyncCache16, OpWriteSame16:
+	case OpRead16, OpWrite16, OpWriteVerify16, OpVerify16, OpPrefetch16, OpSyncCache16, OpWriteSame16, OpOrWrite16:
 		r.LBA, r.Blocks = be64(2), be32(10)
 	case OpCompareAndWrite:
 		if cdb[1]>>5 != 0 {
@@ -200,6 +202,13 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		}
 		r.Kind = KindWrite
 		r.FUA = cdb[0] != OpWrite6 && cdb[1]&0x08 != 0
+		r.DataOut = int(r.Blocks) * bs
+	case OpOrWrite16:
+		if cdb[1]>>5 != 0 { // ORPROTECT without protection info
+			return nil, bad
+		}
+		r.Kind = KindOrWrite
+		r.FUA = cdb[1]&0x08 != 0
 		r.DataOut = int(r.Blocks) * bs
 	case OpWriteVerify10, OpWriteVerify12, OpWriteVerify16:
 		if cdb[1]>>5 != 0 {

@@ -22,6 +22,7 @@ const (
 	maxWriteSameBytes = maxTransferBytes
 	maxCAWBlocks      = 1
 	writeSameChunk    = 1 << 20
+	orWriteChunk      = 1 << 20
 )
 
 // Disk is one logical unit backed by a blockdev.Device.
@@ -114,6 +115,8 @@ func (d *Disk) Execute(ctx context.Context, req *Request, dataOut []byte) Result
 		return d.unmap(ctx, req, dataOut)
 	case KindCompareAndWrite:
 		return d.compareAndWrite(ctx, req, dataOut)
+	case KindOrWrite:
+		return d.orWrite(ctx, req, dataOut)
 	case KindGetLBAStatus:
 		return d.getLBAStatus(ctx, req)
 	case KindReportOpcodes:
@@ -425,6 +428,47 @@ func (d *Disk) compareAndWrite(ctx context.Context, req *Request, data []byte) R
 		return miscompare(i)
 	}
 	if err := d.dev.WriteAt(ctx, data[n:2*n], off, req.FUA); err != nil {
+		return deviceError(ctx, err, true)
+	}
+	return good(nil)
+}
+
+// orWrite is ORWRITE (16): the blocks become their current content ORed
+// with the data-out buffer. It holds caw exclusively, so no other write
+// lands between the read and the write, and ORs into the received data in
+// place, one orWriteChunk of the current content at a time, so it needs no
+// second buffer of the transfer's size. ORWRITE (32)'s generation codes
+// are not implemented (that opcode stays unsupported).
+func (d *Disk) orWrite(ctx context.Context, req *Request, data []byte) Result {
+	if !d.inRange(req.LBA, req.Blocks) {
+		return Check(SenseLBAOutOfRange)
+	}
+	if int64(req.Blocks)*int64(d.bs) > maxTransferBytes {
+		return Check(SenseInvalidFieldCDB)
+	}
+	if d.dev.ReadOnly() {
+		return Check(SenseWriteProtected)
+	}
+	n := min(len(data), req.DataOut)
+	n -= n % d.bs
+	if n == 0 {
+		return good(nil)
+	}
+	off := int64(req.LBA) * int64(d.bs)
+	d.caw.Lock()
+	defer d.caw.Unlock()
+	cur := make([]byte, min(n, orWriteChunk))
+	for done := 0; done < n; {
+		c := cur[:min(len(cur), n-done)]
+		if err := d.dev.ReadAt(ctx, c, off+int64(done)); err != nil {
+			return deviceError(ctx, err, false)
+		}
+		for i, b := range c {
+			data[done+i] |= b
+		}
+		done += len(c)
+	}
+	if err := d.dev.WriteAt(ctx, data[:n], off, req.FUA); err != nil {
 		return deviceError(ctx, err, true)
 	}
 	return good(nil)
