@@ -143,18 +143,32 @@ func (d *Disk) read(ctx context.Context, req *Request) Result {
 	return good(buf)
 }
 
-func (d *Disk) write(ctx context.Context, req *Request, data []byte) Result {
+// writable checks a medium write's range, length and the device's write
+// protection, and returns how many bytes of data to write: the whole blocks
+// both the CDB and the received data cover.
+func (d *Disk) writable(req *Request, data []byte) (int, *Result) {
+	refuse := func(s Sense) (int, *Result) {
+		r := Check(s)
+		return 0, &r
+	}
 	if !d.inRange(req.LBA, req.Blocks) {
-		return Check(SenseLBAOutOfRange)
+		return refuse(SenseLBAOutOfRange)
 	}
 	if int64(req.Blocks)*int64(d.bs) > maxTransferBytes {
-		return Check(SenseInvalidFieldCDB)
+		return refuse(SenseInvalidFieldCDB)
 	}
 	if d.dev.ReadOnly() {
-		return Check(SenseWriteProtected)
+		return refuse(SenseWriteProtected)
 	}
 	n := min(len(data), req.DataOut)
-	n -= n % d.bs
+	return n - n%d.bs, nil
+}
+
+func (d *Disk) write(ctx context.Context, req *Request, data []byte) Result {
+	n, refused := d.writable(req, data)
+	if refused != nil {
+		return *refused
+	}
 	if n == 0 {
 		return good(nil)
 	}
@@ -440,17 +454,10 @@ func (d *Disk) compareAndWrite(ctx context.Context, req *Request, data []byte) R
 // second buffer of the transfer's size. ORWRITE (32)'s generation codes
 // are not implemented (that opcode stays unsupported).
 func (d *Disk) orWrite(ctx context.Context, req *Request, data []byte) Result {
-	if !d.inRange(req.LBA, req.Blocks) {
-		return Check(SenseLBAOutOfRange)
+	n, refused := d.writable(req, data)
+	if refused != nil {
+		return *refused
 	}
-	if int64(req.Blocks)*int64(d.bs) > maxTransferBytes {
-		return Check(SenseInvalidFieldCDB)
-	}
-	if d.dev.ReadOnly() {
-		return Check(SenseWriteProtected)
-	}
-	n := min(len(data), req.DataOut)
-	n -= n % d.bs
 	if n == 0 {
 		return good(nil)
 	}
