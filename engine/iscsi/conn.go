@@ -17,6 +17,7 @@ import (
 
 	"github.com/lockstep-io/lockstep/engine/iscsi/login"
 	"github.com/lockstep-io/lockstep/engine/iscsi/pdu"
+	"github.com/lockstep-io/lockstep/engine/iscsi/scsi"
 )
 
 // Reject reasons (RFC 7143 section 11.17.1).
@@ -61,8 +62,10 @@ type conn struct {
 	tgt       *target
 	initiator string
 	isid      [6]byte
+	nexus     scsi.Nexus
 	tsih      uint16
 	loggedIn  bool // guarded by srv.mu
+	attached  bool // nexus attached to tgt's LUs (guarded by srv.mu)
 
 	wmu     sync.Mutex // serialises writes to the socket
 	bw      *bufio.Writer

@@ -144,6 +144,7 @@ func TestLibiscsiConformance(t *testing.T) {
 	}
 	ts := startServer(t, ServerConfig{}, simpleTarget(dev), TargetConfig{IQN: testIQN + "-ro", LUNs: []LUNConfig{{Device: ro}}})
 	url := "iscsi://" + ts.addr + "/" + testIQN + "/0"
+	path2 := "iscsi://" + ts.addPortal(t) + "/" + testIQN + "/0"
 
 	list, err := runTool(t, 30*time.Second, cu, "-l")
 	if err != nil {
@@ -158,7 +159,7 @@ func TestLibiscsiConformance(t *testing.T) {
 	perSuite := map[string]*tally{}
 	for _, suite := range suites {
 		// stdbuf keeps CUnit's verdicts and libiscsi's log lines in order.
-		out, err := runTool(t, 5*time.Minute, stdbuf, "-o0", "-e0", cu, "--dataloss", "--verbose", "--test=ALL."+suite, url)
+		out, err := runTool(t, 5*time.Minute, stdbuf, cunit.SuiteArgs(cu, suite, url, path2)...)
 		if err != nil {
 			t.Errorf("suite %s: iscsi-test-cu: %v", suite, err)
 		}

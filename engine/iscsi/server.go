@@ -330,6 +330,11 @@ func (s *Server) register(c *conn, t *target) (uint16, uint16) {
 			return 0, login.StatusTargetRemoved
 		}
 		t.conns[c] = struct{}{}
+		c.nexus = scsi.Nexus(fmt.Sprintf("%s,i,0x%x", c.initiator, c.isid))
+		for _, d := range t.luns {
+			d.Attach(c.nexus)
+		}
+		c.attached = true
 	}
 	s.nextTSIH++
 	if s.nextTSIH == 0 {
@@ -352,6 +357,25 @@ func (s *Server) unregister(c *conn) {
 	if c.tgt != nil {
 		delete(c.tgt.conns, c)
 	}
+	if c.attached {
+		// The session is gone: for the LUs, a loss of its I_T nexus
+		// unless another session of the same initiator port remains.
+		for _, d := range c.tgt.luns {
+			d.Detach(c.nexus)
+		}
+		c.attached = false
+	}
+}
+
+// sessions returns the connections logged in to t.
+func (s *Server) sessions(t *target) []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // sendTargets lists the targets an initiator may see.

@@ -57,6 +57,25 @@ func startServer(t testing.TB, cfg ServerConfig, targets ...TargetConfig) *testS
 	return &testServer{srv: srv, addr: l.Addr().String(), logs: logs}
 }
 
+// addPortal serves ts's targets on a second loopback listener too (a
+// second path to the same LUNs) and returns its address.
+func (ts *testServer) addPortal(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ts.srv.Serve(context.Background(), l) }()
+	t.Cleanup(func() {
+		ts.srv.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve on the second portal: %v", err)
+		}
+	})
+	return l.Addr().String()
+}
+
 func memDev(t testing.TB, size int64) *blockdev.Mem {
 	t.Helper()
 	m, err := blockdev.NewMem("mem-"+t.Name(), size, 512, false)
@@ -473,7 +492,71 @@ func TestAbortTaskAndLUNReset(t *testing.T) {
 		t.Fatalf("LUN RESET of a missing LUN: response %d, %v", resp, err)
 	}
 	close(g.gate)
+	// The reset raised a unit attention, reported once.
+	wantUA(t, ini, 0x03)
 	must(t)(ini.Command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+}
+
+// wantUA checks that ini's next command gets the reset unit attention
+// 29h/ascq.
+func wantUA(t *testing.T, ini *iscsitest.Initiator, ascq byte) {
+	t.Helper()
+	r, err := ini.Command(ctxT(t), 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	if k, a, q := r.SenseKey(); err != nil || r.Status != 2 || k != 6 || a != 0x29 || q != ascq {
+		t.Fatalf("first command after a reset: %v status %#x sense %x/%x/%x, want unit attention 29/%02x", err, r.Status, k, a, q, ascq)
+	}
+}
+
+// A LUN reset acts on the logical unit, not on the session that asked: a
+// command another session has in flight is aborted without a response, and
+// both sessions get one unit attention (the multipath case: Linux resets a
+// LUN through one path while the others hold commands).
+func TestLUNResetReachesEverySession(t *testing.T) {
+	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
+	ts := startServer(t, ServerConfig{}, simpleTarget(g))
+	a, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName + ":b", TargetName: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	pc, _, err := b.Issue(false, func(p *pdu.PDU, _ uint32) {
+		p.SetOpcode(pdu.OpSCSICmd, false)
+		p.BHS[1] = 0x80 | 0x40 | 0x01
+		p.PutU32(20, 512)
+		copy(p.BHS[32:], cdb10(0x28, 0, 1, 0))
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g.inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if resp, err := a.TaskMgmt(ctx, 5, 0, 0); err != nil || resp != 0 {
+		t.Fatalf("LUN RESET: response %d, %v", resp, err)
+	}
+	if n := g.inFlight.Load(); n != 0 {
+		t.Fatalf("%d reads still in the device after the LUN reset answered", n)
+	}
+	select {
+	case <-pc.Done():
+		t.Fatal("the other session's aborted read still got a response")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(g.gate)
+	wantUA(t, a, 0x03)
+	wantUA(t, b, 0x03)
+	must(t)(b.Command(ctx, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+
+	// A target warm reset reaches both sessions too.
+	if resp, err := b.TaskMgmt(ctx, 6, 0, 0); err != nil || resp != 0 {
+		t.Fatalf("TARGET WARM RESET: response %d, %v", resp, err)
+	}
+	wantUA(t, a, 0x00)
+	wantUA(t, b, 0x00)
 }
 
 func TestHandlerPanicIsRecovered(t *testing.T) {

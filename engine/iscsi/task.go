@@ -180,6 +180,7 @@ func (c *conn) runInline(p *pdu.PDU, t *task) bool {
 	if req.Kind != scsi.KindWrite || req.FUA || req.DataOut != t.edtl {
 		return false
 	}
+	req.Nexus = c.nexus
 	c.smu.Lock()
 	_, dup := c.tasks[t.itt]
 	c.smu.Unlock()
@@ -297,6 +298,7 @@ func (t *task) run(unsolicited int) {
 		t.respond(scsi.Check(*sense), 0, 0)
 		return
 	}
+	req.Nexus = c.nexus
 	want := 0
 	if t.write {
 		want = min(t.edtl, req.DataOut)
@@ -565,19 +567,50 @@ func (c *conn) taskManagement(p *pdu.PDU, counted bool) {
 		} else {
 			c.abortAll(func(x *task) bool { return x == t })
 		}
-	case tmfAbortTaskSet, tmfClearTaskSet, tmfLUNReset:
+	case tmfAbortTaskSet, tmfClearTaskSet:
 		if !lunOK() {
 			resp = tmfNoLUN
 			break
 		}
 		lun := p.LUN()
 		c.abortAll(func(x *task) bool { return x.lunField == lun })
-		if fn == tmfLUNReset {
-			c.log.Info("iscsi LUN reset", "initiator", c.initiator, "lun", lun>>48)
+	case tmfLUNReset:
+		if !lunOK() {
+			resp = tmfNoLUN
+			break
 		}
+		// A reset acts on the logical unit, so on every session of the
+		// target: their commands are aborted silently and each nexus
+		// learns it from a unit attention (the resetting one too).
+		lun := p.LUN()
+		for _, o := range c.srv.sessions(c.tgt) {
+			o.abortAll(func(x *task) bool { return x.lunField == lun })
+		}
+		l, _ := scsi.DecodeLUN(lun)
+		c.tgt.luns[l].Reset(scsi.SenseLUNResetOccurred)
+		c.log.Info("iscsi LUN reset", "initiator", c.initiator, "lun", l)
 	case tmfWarmReset, tmfColdReset:
-		c.abortAll(nil)
-		c.log.Info("iscsi target reset", "initiator", c.initiator, "cold", fn == tmfColdReset)
+		if c.tgt == nil {
+			resp = tmfNotSupported
+			break
+		}
+		others := c.srv.sessions(c.tgt)
+		for _, o := range others {
+			o.abortAll(nil)
+		}
+		for _, d := range c.tgt.luns {
+			d.Reset(scsi.SenseResetOccurred)
+		}
+		c.log.Info("iscsi target reset", "initiator", c.initiator, "cold", fn == tmfColdReset, "sessions", len(others))
+		if fn == tmfColdReset {
+			// RFC 7143 11.5.1: a cold reset ends every connection of
+			// the target; ours closes after its response is sent.
+			for _, o := range others {
+				if o != c {
+					o.close()
+				}
+			}
+		}
 	case tmfReassign:
 		resp = tmfNoReassign
 	case tmfClearACA:

@@ -80,3 +80,16 @@ func Suites(list, family string) []string {
 	}
 	return out
 }
+
+// SuiteArgs returns the arguments of `iscsi-test-cu` (run under `stdbuf
+// -o0 -e0`, which keeps CUnit's verdicts and the tool's log lines in order)
+// for one suite of the ALL family against url. MultipathIO also gets path2,
+// the same LUN through a second portal, as a multipath initiator sees it;
+// without it the suite skips.
+func SuiteArgs(cu, suite, url, path2 string) []string {
+	args := []string{"-o0", "-e0", cu, "--dataloss", "--verbose", "--test=ALL." + suite, url}
+	if suite == "MultipathIO" {
+		args = append(args, path2)
+	}
+	return args
+}

@@ -114,20 +114,29 @@ func TestLibiscsiConformanceJournaled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
+	// A second portal gives the MultipathIO suite its second path.
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ctx, l) }()
+	go func() { served <- srv.Serve(ctx, l2) }()
 	srvOpen := true
 	stopServer := func() {
 		if srvOpen {
 			srvOpen = false
 			srv.Close()
-			if err := <-served; err != nil {
-				t.Errorf("Serve: %v", err)
+			for range 2 {
+				if err := <-served; err != nil {
+					t.Errorf("Serve: %v", err)
+				}
 			}
 		}
 	}
 	t.Cleanup(stopServer)
 	url := "iscsi://" + l.Addr().String() + "/" + iqn + "/0"
+	path2 := "iscsi://" + l2.Addr().String() + "/" + iqn + "/0"
 
 	list, err := run(30*time.Second, cu, "-l")
 	if err != nil {
@@ -159,7 +168,7 @@ func TestLibiscsiConformanceJournaled(t *testing.T) {
 		}
 	}
 	for _, suite := range suites {
-		out, err := run(5*time.Minute, stdbuf, "-o0", "-e0", cu, "--dataloss", "--verbose", "--test=ALL."+suite, url)
+		out, err := run(5*time.Minute, stdbuf, cunit.SuiteArgs(cu, suite, url, path2)...)
 		if err != nil {
 			t.Errorf("suite %s: iscsi-test-cu: %v", suite, err)
 		}

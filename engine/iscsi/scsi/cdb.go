@@ -10,6 +10,8 @@ const (
 	OpWrite6             = 0x0a
 	OpInquiry            = 0x12
 	OpModeSelect6        = 0x15
+	OpReserve6           = 0x16
+	OpRelease6           = 0x17
 	OpModeSense6         = 0x1a
 	OpStartStopUnit      = 0x1b
 	OpPreventAllow       = 0x1e
@@ -20,8 +22,11 @@ const (
 	OpVerify10           = 0x2f
 	OpPrefetch10         = 0x34
 	OpSyncCache10        = 0x35
+	OpReadDefectData10   = 0x37
 	OpWriteSame10        = 0x41
 	OpUnmap              = 0x42
+	OpReserve10          = 0x56
+	OpRelease10          = 0x57
 	OpModeSense10        = 0x5a
 	OpRead16             = 0x88
 	OpCompareAndWrite    = 0x89
@@ -39,6 +44,7 @@ const (
 	OpWrite12            = 0xaa
 	OpWriteVerify12      = 0xae
 	OpVerify12           = 0xaf
+	OpReadDefectData12   = 0xb7
 	SAReadCapacity16     = 0x10
 	SAGetLBAStatus       = 0x12
 	SAReportSupportedOps = 0x0c
@@ -69,6 +75,9 @@ const (
 	KindOrWrite
 	KindGetLBAStatus
 	KindNoop // START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL
+	KindReserve
+	KindRelease
+	KindReadDefectData
 )
 
 // Request is a parsed CDB.
@@ -89,6 +98,9 @@ type Request struct {
 	// AllocLen is the most data-in bytes the initiator accepts, per the CDB
 	// (reads: Blocks*block size).
 	AllocLen int
+	// Nexus is the I_T nexus the command came through; the transport sets
+	// it after Parse.
+	Nexus Nexus
 }
 
 // Parse decodes a CDB without touching any device. Errors come back as the
@@ -185,6 +197,28 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		r.Kind, r.AllocLen = KindReportOpcodes, int(be32(6))
 	case OpStartStopUnit, OpPreventAllow:
 		r.Kind = KindNoop
+	case OpReserve6, OpRelease6:
+		// Byte 1 held SCSI-2's third-party and extent reservations, which
+		// SPC-2 made obsolete.
+		if cdb[1] != 0 {
+			return nil, bad
+		}
+		r.Kind = KindReserve
+		if cdb[0] == OpRelease6 {
+			r.Kind = KindRelease
+		}
+	case OpReserve10, OpRelease10:
+		if cdb[1]&0x12 != 0 || be16(7) != 0 { // 3RDPTY, LONGID, their parameter list
+			return nil, bad
+		}
+		r.Kind = KindReserve
+		if cdb[0] == OpRelease10 {
+			r.Kind = KindRelease
+		}
+	case OpReadDefectData10:
+		r.Kind, r.AllocLen = KindReadDefectData, int(be16(7))
+	case OpReadDefectData12:
+		r.Kind, r.AllocLen = KindReadDefectData, int(be32(6))
 	default:
 		return nil, &SenseInvalidOpcode
 	}

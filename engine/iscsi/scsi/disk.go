@@ -34,6 +34,8 @@ type Disk struct {
 	// caw makes COMPARE AND WRITE atomic against other writes: writes hold
 	// it shared, COMPARE AND WRITE holds it exclusively.
 	caw sync.RWMutex
+	// units keeps unit attentions and the reservation per I_T nexus.
+	units units
 }
 
 // NewDisk wraps dev as a SCSI disk.
@@ -62,6 +64,9 @@ func (d *Disk) inRange(lba uint64, n uint32) bool {
 // (possibly fewer than req.DataOut when the initiator's expected transfer
 // length was shorter; then only whole blocks received are written).
 func (d *Disk) Execute(ctx context.Context, req *Request, dataOut []byte) Result {
+	if r := d.admit(req); r != nil {
+		return *r
+	}
 	switch req.Kind {
 	case KindTestUnitReady, KindNoop:
 		return good(nil)
@@ -121,6 +126,12 @@ func (d *Disk) Execute(ctx context.Context, req *Request, dataOut []byte) Result
 		return d.getLBAStatus(ctx, req)
 	case KindReportOpcodes:
 		return reportOpcodes(req)
+	case KindReserve:
+		return d.reserve(req)
+	case KindRelease:
+		return d.release(req)
+	case KindReadDefectData:
+		return readDefectData(req)
 	}
 	return Check(SenseInvalidOpcode)
 }
@@ -479,6 +490,17 @@ func (d *Disk) orWrite(ctx context.Context, req *Request, data []byte) Result {
 		return deviceError(ctx, err, true)
 	}
 	return good(nil)
+}
+
+// readDefectData answers READ DEFECT DATA (10 and 12): a virtual disk has
+// no defects, so the list is empty, in the format asked for and marked
+// valid for the lists (primary, grown) asked for.
+func readDefectData(req *Request) Result {
+	cdb := req.CDB
+	if cdb[0] == OpReadDefectData10 {
+		return good(clip([]byte{0, cdb[2] & 0x1f, 0, 0}, req.AllocLen))
+	}
+	return good(clip([]byte{0, cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0}, req.AllocLen))
 }
 
 func miscompare(off int) Result {
