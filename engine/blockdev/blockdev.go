@@ -77,3 +77,12 @@ type Provisioner interface {
 	// block, at most length. It reads no block data.
 	Provisioning(ctx context.Context, off, length int64) (Provisioning, int64, error)
 }
+
+// AtomicWriter is an optional Device capability for WRITE ATOMIC: a WriteAt
+// of at most AtomicWriteMax bytes is all or nothing, after a crash and in
+// every point-in-time view of the device, never a part of it. Concurrent
+// ReadAt calls may still see a part of it; the front end keeps reads out of
+// an atomic write's way. 0 means no atomic writes.
+type AtomicWriter interface {
+	AtomicWriteMax() int
+}

@@ -109,7 +109,16 @@ func (v *Volume) check(off, n int64) error {
 	return nil
 }
 
-var _ blockdev.Provisioner = (*Volume)(nil)
+var (
+	_ blockdev.Provisioner  = (*Volume)(nil)
+	_ blockdev.AtomicWriter = (*Volume)(nil)
+)
+
+// AtomicWriteMax implements blockdev.AtomicWriter: a write of up to one
+// journal record is one checksummed record with one timestamp, so replay
+// after a crash (which cuts a torn record) and every point-in-time read
+// see all of it or none.
+func (v *Volume) AtomicWriteMax() int { return journal.MaxWrite }
 
 // WriteAt implements blockdev.Device: the write is journaled and visible at
 // once, durable at the next Flush, or on return with fua or write-through.

@@ -20,7 +20,28 @@ type countingDevice struct {
 	c *ioCounters
 }
 
-var _ blockdev.Device = (*countingDevice)(nil)
+var (
+	_ blockdev.Device       = (*countingDevice)(nil)
+	_ blockdev.Provisioner  = (*countingDevice)(nil)
+	_ blockdev.AtomicWriter = (*countingDevice)(nil)
+)
+
+// Provisioning passes GET LBA STATUS through to the volume's index (without
+// it the target would read every block to find the holes).
+func (d *countingDevice) Provisioning(ctx context.Context, off, length int64) (blockdev.Provisioning, int64, error) {
+	if p, ok := d.Device.(blockdev.Provisioner); ok {
+		return p.Provisioning(ctx, off, length)
+	}
+	return blockdev.Unknown, length, nil
+}
+
+// AtomicWriteMax passes the volume's atomic write capability through.
+func (d *countingDevice) AtomicWriteMax() int {
+	if a, ok := d.Device.(blockdev.AtomicWriter); ok {
+		return a.AtomicWriteMax()
+	}
+	return 0
+}
 
 func (d *countingDevice) count(err error) error {
 	if err != nil {

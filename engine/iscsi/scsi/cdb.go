@@ -37,6 +37,7 @@ const (
 	OpPrefetch16         = 0x90
 	OpSyncCache16        = 0x91
 	OpWriteSame16        = 0x93
+	OpWriteAtomic16      = 0x9c
 	OpServiceActionIn16  = 0x9e
 	OpReportLUNs         = 0xa0
 	OpMaintenanceIn      = 0xa3
@@ -78,6 +79,7 @@ const (
 	KindReserve
 	KindRelease
 	KindReadDefectData
+	KindWriteAtomic
 )
 
 // Request is a parsed CDB.
@@ -215,6 +217,15 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		if cdb[0] == OpRelease10 {
 			r.Kind = KindRelease
 		}
+	case OpWriteAtomic16:
+		// Bytes 10-11 are the ATOMIC BOUNDARY; the Block Limits page
+		// reports no boundary support, so it must be 0.
+		if cdb[1]>>5 != 0 || be16(10) != 0 {
+			return nil, bad
+		}
+		r.Kind, r.LBA, r.Blocks = KindWriteAtomic, be64(2), be16(12)
+		r.FUA = cdb[1]&0x08 != 0
+		r.DataOut = int(r.Blocks) * bs
 	case OpReadDefectData10:
 		r.Kind, r.AllocLen = KindReadDefectData, int(be16(7))
 	case OpReadDefectData12:

@@ -53,6 +53,9 @@ func (d *Disk) inquiry(req *Request) Result {
 		// (an unaligned GET LBA STATUS length asserts in
 		// iscsi_co_block_status).
 		binary.BigEndian.PutUint64(page[32:], uint64(maxWriteSameBytes/d.bs))
+		// MAXIMUM ATOMIC TRANSFER LENGTH; alignment, granularity and
+		// atomic boundaries stay 0: any block range up to it is atomic.
+		binary.BigEndian.PutUint32(page[40:], uint32(d.atomicMax/d.bs))
 	case 0xb1:
 		page = make([]byte, 0x3c)
 		page[1] = 0x01 // non-rotating medium
@@ -189,6 +192,7 @@ var supportedOps = []opInfo{
 	{op: OpPrefetch16, usage: []byte{0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07}},
 	{op: OpSyncCache16, usage: []byte{0x91, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07}},
 	{op: OpWriteSame16, usage: []byte{0x93, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07}},
+	{op: OpWriteAtomic16, usage: []byte{0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x1f, 0x07}},
 	{op: OpServiceActionIn16, sa: SAReadCapacity16, hasSA: true, usage: []byte{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07}},
 	{op: OpServiceActionIn16, sa: SAGetLBAStatus, hasSA: true, usage: []byte{0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0x07}},
 	{op: OpReportLUNs, usage: []byte{0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07}},
@@ -207,12 +211,26 @@ func init() {
 		}
 		return supportedOps[i].sa < supportedOps[j].sa
 	})
+	for _, o := range supportedOps {
+		if o.op != OpWriteAtomic16 {
+			opsWithoutAtomic = append(opsWithoutAtomic, o)
+		}
+	}
 }
+
+// opsWithoutAtomic is supportedOps less WRITE ATOMIC (16).
+var opsWithoutAtomic []opInfo
 
 // timeoutsDescriptor is a command timeouts descriptor with no timeouts.
 var timeoutsDescriptor = []byte{0x00, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
-func reportOpcodes(req *Request) Result {
+// reportOpcodes answers REPORT SUPPORTED OPERATION CODES; WRITE ATOMIC is
+// listed only on a device that keeps writes whole.
+func reportOpcodes(req *Request, atomic bool) Result {
+	ops := supportedOps
+	if !atomic {
+		ops = opsWithoutAtomic
+	}
 	cdb := req.CDB
 	rctd := cdb[2]&0x80 != 0
 	opts := cdb[2] & 0x07
@@ -221,7 +239,7 @@ func reportOpcodes(req *Request) Result {
 	if opts == 0 {
 		var b []byte
 		b = append(b, 0, 0, 0, 0)
-		for _, o := range supportedOps {
+		for _, o := range ops {
 			desc := make([]byte, 8)
 			desc[0] = o.op
 			binary.BigEndian.PutUint16(desc[2:], o.sa)
@@ -240,8 +258,8 @@ func reportOpcodes(req *Request) Result {
 	}
 	var found *opInfo
 	hasSAop := false
-	for i := range supportedOps {
-		o := &supportedOps[i]
+	for i := range ops {
+		o := &ops[i]
 		if o.op != reqOp {
 			continue
 		}
@@ -257,7 +275,7 @@ func reportOpcodes(req *Request) Result {
 			return Check(SenseInvalidFieldCDB)
 		}
 	case 2:
-		if found != nil && !found.hasSA || (found == nil && !hasSAop && opInTable(reqOp)) {
+		if found != nil && !found.hasSA || (found == nil && !hasSAop && opInTable(ops, reqOp)) {
 			return Check(SenseInvalidFieldCDB)
 		}
 	}
@@ -276,8 +294,8 @@ func reportOpcodes(req *Request) Result {
 	return good(clip(b, req.AllocLen))
 }
 
-func opInTable(op byte) bool {
-	for _, o := range supportedOps {
+func opInTable(ops []opInfo, op byte) bool {
+	for _, o := range ops {
 		if o.op == op {
 			return true
 		}
