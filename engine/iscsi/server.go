@@ -93,6 +93,7 @@ type target struct {
 	info  *login.Target
 	luns  map[uint64]*scsi.Disk
 	ids   []uint64
+	disks []*scsi.Disk // the LUs, for EXTENDED COPY
 	conns map[*conn]struct{}
 }
 
@@ -176,6 +177,9 @@ func (s *Server) AddTarget(cfg TargetConfig) error {
 		t.ids = append(t.ids, l.ID)
 	}
 	sort.Slice(t.ids, func(i, j int) bool { return t.ids[i] < t.ids[j] })
+	for _, id := range t.ids {
+		t.disks = append(t.disks, t.luns[id])
+	}
 	info := &login.Target{Name: cfg.IQN, Alias: cfg.Alias, PortalGroupTag: 1}
 	if cfg.CHAP != nil {
 		c := &login.CHAP{Username: cfg.CHAP.Username, Secret: cfg.CHAP.Secret,

@@ -853,3 +853,94 @@ func TestPipelinedImmediateWrites(t *testing.T) {
 	must(t)(ini.Command(ctx, 0, cdb10(0x2a, 0, 8, 0x08), pattern(4096, 1), 0))
 	must(t)(ini.Command(ctx, 0, cdb10(0x35, 0, 0, 0), nil, 0))
 }
+
+// EXTENDED COPY resolves its source and destination among the LUs of the
+// session's own target only: a host allowed on one volume's target cannot
+// copy another volume's blocks by naming that LU's designator.
+func TestExtendedCopyStaysInsideTheTarget(t *testing.T) {
+	mine, err := blockdev.NewMem("mine", 4<<20, 512, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := blockdev.NewMem("theirs", 4<<20, 512, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := bytes.Repeat([]byte("not yours "), 52) // 520 bytes
+	if err := theirs.WriteAt(context.Background(), secret[:512], 0, false); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, ServerConfig{}, simpleTarget(mine), TargetConfig{
+		IQN: testIQN + "-theirs", LUNs: []LUNConfig{{Device: theirs}}, AllowedInitiators: []string{initiatorName + ":owner"},
+	})
+	ctx := ctxT(t)
+	naa := func(ini *iscsitest.Initiator) []byte {
+		r, err := ini.Command(ctx, 0, []byte{0x12, 1, 0x83, 0, 255, 0}, nil, 255)
+		if err != nil || r.Status != 0 || len(r.Data) < 24 || r.Data[5]&0x0f != 3 {
+			t.Fatalf("device identification page: %v %+v", err, r)
+		}
+		return r.Data[8:24]
+	}
+	owner, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName + ":owner", TargetName: testIQN + "-theirs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirNAA := naa(owner)
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	myNAA := naa(ini)
+	params := func(src, dst []byte) []byte {
+		p := make([]byte, 16, 16+2*32+28)
+		p[1] = 3 << 3 // no list identifier
+		binary.BigEndian.PutUint16(p[2:], 64)
+		binary.BigEndian.PutUint32(p[8:], 28)
+		for _, n := range [][]byte{src, dst} {
+			c := make([]byte, 32)
+			c[0], c[4], c[5], c[7] = 0xe4, 0x01, 0x03, 16
+			copy(c[8:], n)
+			c[30] = 0x02 // 512-byte blocks
+			p = append(p, c...)
+		}
+		seg := make([]byte, 28)
+		seg[0], seg[3], seg[7], seg[11], seg[27] = 0x02, 0x18, 1, 1, 1 // block 0 of CSCD 0 to block 1 of CSCD 1
+		return append(p, seg...)
+	}
+	xcopy := func(p []byte) iscsitest.Result {
+		cdb := make([]byte, 16)
+		cdb[0] = 0x83
+		binary.BigEndian.PutUint32(cdb[10:], uint32(len(p)))
+		r, err := ini.Command(ctx, 0, cdb, p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for name, p := range map[string][]byte{"from": params(theirNAA, myNAA), "to": params(myNAA, theirNAA)} {
+		r := xcopy(p)
+		if k, a, _ := r.SenseKey(); r.Status != 2 || k != 0x0a || a != 0x0d {
+			t.Fatalf("copy %s a target the initiator may not log in to: status %#x sense %x/%x, want COPY ABORTED / not reachable", name, r.Status, k, a)
+		}
+	}
+	got := make([]byte, 1024)
+	if err := mine.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, make([]byte, 1024)) {
+		t.Fatal("the other target's block reached this one")
+	}
+	// Within its own target the same copy works.
+	if err := mine.WriteAt(ctx, secret[8:520], 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if r := xcopy(params(myNAA, myNAA)); r.Status != 0 {
+		t.Fatalf("copy within the session's own LU: status %#x sense %x", r.Status, r.Sense)
+	}
+	if err := mine.ReadAt(ctx, got[:512], 512); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:512], secret[8:520]) {
+		t.Fatal("the copy within the LU did not copy")
+	}
+}

@@ -299,6 +299,9 @@ func (t *task) run(unsolicited int) {
 		return
 	}
 	req.Nexus = c.nexus
+	if req.Kind == scsi.KindExtendedCopy && c.tgt != nil {
+		req.Peers = c.tgt.disks
+	}
 	want := 0
 	if t.write {
 		want = min(t.edtl, req.DataOut)

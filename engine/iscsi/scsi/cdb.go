@@ -39,6 +39,8 @@ const (
 	OpWriteSame16        = 0x93
 	OpWriteAtomic16      = 0x9c
 	OpServiceActionIn16  = 0x9e
+	OpExtendedCopy       = 0x83
+	OpReceiveCopyResults = 0x84
 	OpReportLUNs         = 0xa0
 	OpMaintenanceIn      = 0xa3
 	OpRead12             = 0xa8
@@ -49,6 +51,8 @@ const (
 	SAReadCapacity16     = 0x10
 	SAGetLBAStatus       = 0x12
 	SAReportSupportedOps = 0x0c
+	saCopyStatus         = 0x00 // RECEIVE COPY RESULTS
+	saOperatingParams    = 0x03
 )
 
 // Kind groups commands that execute the same way.
@@ -80,6 +84,8 @@ const (
 	KindRelease
 	KindReadDefectData
 	KindWriteAtomic
+	KindExtendedCopy
+	KindReceiveCopyResults
 )
 
 // Request is a parsed CDB.
@@ -103,6 +109,9 @@ type Request struct {
 	// Nexus is the I_T nexus the command came through; the transport sets
 	// it after Parse.
 	Nexus Nexus
+	// Peers are the logical units EXTENDED COPY may name: those of the
+	// nexus's own target. The transport sets it for that command.
+	Peers []*Disk
 }
 
 // Parse decodes a CDB without touching any device. Errors come back as the
@@ -226,6 +235,16 @@ func Parse(cdb []byte, blockSize int) (*Request, *Sense) {
 		r.Kind, r.LBA, r.Blocks = KindWriteAtomic, be64(2), be16(12)
 		r.FUA = cdb[1]&0x08 != 0
 		r.DataOut = int(r.Blocks) * bs
+	case OpExtendedCopy:
+		if cdb[1]&0x1f != 0 { // only LID1 (SPC-4's EXTENDED COPY (LID1))
+			return nil, bad
+		}
+		r.Kind, r.DataOut = KindExtendedCopy, int(be32(10))
+	case OpReceiveCopyResults:
+		if sa := cdb[1] & 0x1f; sa != saCopyStatus && sa != saOperatingParams {
+			return nil, bad
+		}
+		r.Kind, r.AllocLen = KindReceiveCopyResults, int(be32(10))
 	case OpReadDefectData10:
 		r.Kind, r.AllocLen = KindReadDefectData, int(be16(7))
 	case OpReadDefectData12:

@@ -135,6 +135,10 @@ func (d *Disk) Execute(ctx context.Context, req *Request, dataOut []byte) Result
 		return reportOpcodes(req, d.atomicMax > 0)
 	case KindWriteAtomic:
 		return d.writeAtomic(ctx, req, dataOut)
+	case KindExtendedCopy:
+		return d.extendedCopy(ctx, req, dataOut)
+	case KindReceiveCopyResults:
+		return d.receiveCopyResults(req)
 	case KindReserve:
 		return d.reserve(req)
 	case KindRelease:

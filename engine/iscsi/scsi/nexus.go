@@ -26,6 +26,41 @@ var (
 	SenseLUNResetOccurred = Sense{Key: KeyUnitAttention, ASC: 0x29, ASCQ: 0x03}
 )
 
+// holdCopyStatus keeps a copy's status for RECEIVE COPY RESULTS.
+func (d *Disk) holdCopyStatus(n Nexus, listID byte, st copyStatus) {
+	u := &d.units
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ns := u.nexuses[n]
+	if ns == nil {
+		return // not attached: nobody could ask for it
+	}
+	if ns.copies == nil {
+		ns.copies = map[byte]copyStatus{}
+	}
+	ns.copies[listID] = st
+}
+
+func (d *Disk) heldCopyStatus(n Nexus, listID byte) (copyStatus, bool) {
+	u := &d.units
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if ns := u.nexuses[n]; ns != nil {
+		st, ok := ns.copies[listID]
+		return st, ok
+	}
+	return copyStatus{}, false
+}
+
+// reservedByOther reports whether a nexus other than n holds the LU's
+// reservation.
+func (d *Disk) reservedByOther(n Nexus) bool {
+	u := &d.units
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.holder != "" && u.holder != n
+}
+
 // maxPendingUA bounds the unit attentions queued for one nexus; a newer one
 // that does not fit is dropped, as SAM allows (the initiator still learns
 // that a reset happened from the ones it gets).
@@ -35,6 +70,9 @@ const maxPendingUA = 4
 type nexusState struct {
 	sessions int
 	ua       []Sense
+	// copies holds EXTENDED COPY results by list identifier (at most 256)
+	// until the nexus is lost.
+	copies map[byte]copyStatus
 }
 
 // units holds a logical unit's per-nexus state. Its memory is bounded by

@@ -375,6 +375,14 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	d := NewDisk(m)
+	xp := xcopyParams(1, 0, []*Disk{d}, []xcopySeg{{0, 0, 8, 0, 64}})
+	xc := make([]byte, 16)
+	xc[0] = OpExtendedCopy
+	binary.BigEndian.PutUint32(xc[10:], uint32(len(xp)))
+	f.Add(xc, xp)
+	f.Add([]byte{OpReceiveCopyResults, saOperatingParams, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0}, []byte(nil))
+	f.Add([]byte{OpWriteAtomic16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0}, make([]byte, 1024))
+	f.Add([]byte{OpReserve6, 0, 0, 0, 0, 0}, []byte(nil))
 	f.Fuzz(func(t *testing.T, cdb, data []byte) {
 		req, s := Parse(cdb, 512)
 		if s != nil {
@@ -389,6 +397,7 @@ func FuzzParse(f *testing.F) {
 		if req.DataOut > 64<<20 {
 			return // the transport refuses such commands before executing
 		}
+		req.Peers = []*Disk{d} // EXTENDED COPY may name the disk itself
 		r := d.Execute(context.Background(), req, data)
 		if r.Status == StatusCheckCondition && r.Sense == nil {
 			t.Fatal("CHECK CONDITION without sense")

@@ -27,6 +27,7 @@ const (
 	KeyIllegalRequest = 0x05
 	KeyUnitAttention  = 0x06
 	KeyDataProtect    = 0x07
+	KeyCopyAborted    = 0x0a
 	KeyAbortedCommand = 0x0b
 	KeyMiscompare     = 0x0e
 )
