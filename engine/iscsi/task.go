@@ -585,11 +585,15 @@ func (c *conn) taskManagement(p *pdu.PDU, counted bool) {
 		// A reset acts on the logical unit, so on every session of the
 		// target: their commands are aborted silently and each nexus
 		// learns it from a unit attention (the resetting one too).
-		lun := p.LUN()
-		for _, o := range c.srv.sessions(c.tgt) {
-			o.abortAll(func(x *task) bool { return x.lunField == lun })
+		// Other initiators may address the LUN in another format.
+		l, _ := scsi.DecodeLUN(p.LUN())
+		same := func(x *task) bool {
+			xl, ok := scsi.DecodeLUN(x.lunField)
+			return ok && xl == l
 		}
-		l, _ := scsi.DecodeLUN(lun)
+		for _, o := range c.srv.sessions(c.tgt) {
+			o.abortAll(same)
+		}
 		c.tgt.luns[l].Reset(scsi.SenseLUNResetOccurred)
 		c.log.Info("iscsi LUN reset", "initiator", c.initiator, "lun", l)
 	case tmfWarmReset, tmfColdReset:
