@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -282,6 +283,9 @@ func pluginPID(t *testing.T, c *Client) int {
 // stopped with SIGSTOP) is killed when a call to it times out, and the next
 // call runs in a fresh process.
 func TestWedgedPluginRestarted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("waits for the stop in /proc")
+	}
 	m, _ := installed(t)
 	opts := testOptions(t)
 	opts.Timeouts = map[Call]time.Duration{CallInfo: 300 * time.Millisecond}
@@ -290,7 +294,10 @@ func TestWedgedPluginRestarted(t *testing.T) {
 	pingTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { pingTimeout = old })
 	c := client(t, m, "marker-file")
-	if _, err := c.Info(context.Background()); err != nil {
+	// The calls that must succeed carry their own deadline: only the call
+	// to the stopped plugin runs under the host's 300 ms, so a loaded
+	// machine cannot fail them.
+	if _, err := c.Info(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	pid := pluginPID(t, c)
@@ -298,6 +305,7 @@ func TestWedgedPluginRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	waitStopped(t, pid)
 	start := time.Now()
 	_, err := c.Info(context.Background())
 	if !errors.Is(err, ErrCrashed) || !strings.Contains(err.Error(), "stopped answering") {
@@ -311,12 +319,69 @@ func TestWedgedPluginRestarted(t *testing.T) {
 			t.Fatalf("the wedged plugin process %d still runs", pid)
 		}
 	}
-	if _, err := c.Info(context.Background()); err != nil {
+	if _, err := c.Info(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatalf("the call after the restart: %v", err)
 	}
 	if pluginPID(t, c) == pid {
 		t.Fatal("the next call went to the wedged process")
 	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitStopped waits until every thread of process pid is stopped. kill(2)
+// returns once SIGSTOP is queued: the kernel wakes one thread to carry out
+// the group stop, and until that thread has run, which on a loaded machine
+// takes milliseconds, the others go on and can answer a call.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		states, err := threadStates(pid)
+		if err != nil {
+			t.Fatalf("process %d: %v", pid, err)
+		}
+		if strings.Trim(states, "Tt") == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped 5s after SIGSTOP: its threads are in states %q", pid, states)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// threadStates returns the state letter (R, S, T, ...) of each thread of
+// process pid, from /proc/PID/task/TID/stat.
+func threadStates(pid int) (string, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return "", err
+	}
+	var states []byte
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread exited meanwhile
+		}
+		if err != nil {
+			return "", err
+		}
+		// "TID (COMM) STATE ...": COMM may hold anything, ')' included.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return "", fmt.Errorf("unexpected %s", b)
+		}
+		states = append(states, b[i+2])
+	}
+	if len(states) == 0 {
+		return "", errors.New("no threads")
+	}
+	return string(states), nil
 }
 
 func TestCrashInFreeze(t *testing.T) {
