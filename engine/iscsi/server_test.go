@@ -453,14 +453,10 @@ func TestCommandsRunConcurrently(t *testing.T) {
 	}
 }
 
-func TestAbortTaskAndLUNReset(t *testing.T) {
-	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
-	ts := startServer(t, ServerConfig{}, simpleTarget(g))
-	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := ctxT(t)
+// heldRead issues a one-block READ(10) of block 0 from ini and returns
+// once g holds it in the device.
+func heldRead(t *testing.T, ini *iscsitest.Initiator, g *gateDev) (*iscsitest.Pending, uint32) {
+	t.Helper()
 	pc, itt, err := ini.Issue(false, func(p *pdu.PDU, _ uint32) {
 		p.SetOpcode(pdu.OpSCSICmd, false)
 		p.BHS[1] = 0x80 | 0x40 | 0x01
@@ -473,6 +469,18 @@ func TestAbortTaskAndLUNReset(t *testing.T) {
 	for g.inFlight.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
+	return pc, itt
+}
+
+func TestAbortTaskAndLUNReset(t *testing.T) {
+	g := &gateDev{Mem: memDev(t, 1<<20), gate: make(chan struct{}), panicAt: -1}
+	ts := startServer(t, ServerConfig{}, simpleTarget(g))
+	ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName, TargetName: testIQN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	pc, itt := heldRead(t, ini, g)
 	resp, err := ini.TaskMgmt(ctx, 1, 0, itt)
 	if err != nil || resp != 0 {
 		t.Fatalf("ABORT TASK: response %d, %v", resp, err)
@@ -523,18 +531,7 @@ func TestLUNResetReachesEverySession(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	pc, _, err := b.Issue(false, func(p *pdu.PDU, _ uint32) {
-		p.SetOpcode(pdu.OpSCSICmd, false)
-		p.BHS[1] = 0x80 | 0x40 | 0x01
-		p.PutU32(20, 512)
-		copy(p.BHS[32:], cdb10(0x28, 0, 1, 0))
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for g.inFlight.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	pc, _ := heldRead(t, b, g)
 	if resp, err := a.TaskMgmt(ctx, 5, 0, 0); err != nil || resp != 0 {
 		t.Fatalf("LUN RESET: response %d, %v", resp, err)
 	}

@@ -316,14 +316,27 @@ func (d *Disk) writeSame(ctx context.Context, req *Request, data []byte) Result 
 	return good(nil)
 }
 
-func (d *Disk) unmap(ctx context.Context, req *Request, p []byte) Result {
+// paramList returns the parameter list of a command that carries one
+// (UNMAP, EXTENDED COPY), cut to the length its CDB gives, or the answer
+// when there is nothing to do: an empty list succeeds, one shorter than its
+// header (or than the CDB says) is a PARAMETER LIST LENGTH ERROR.
+func paramList(req *Request, p []byte, header int) ([]byte, *Result) {
 	if req.DataOut == 0 {
-		return good(nil)
+		r := good(nil)
+		return nil, &r
 	}
-	if req.DataOut < 8 || len(p) < req.DataOut {
-		return Check(SenseParamListLength)
+	if req.DataOut < header || len(p) < req.DataOut {
+		r := Check(SenseParamListLength)
+		return nil, &r
 	}
-	p = p[:req.DataOut]
+	return p[:req.DataOut], nil
+}
+
+func (d *Disk) unmap(ctx context.Context, req *Request, p []byte) Result {
+	p, done := paramList(req, p, 8)
+	if done != nil {
+		return *done
+	}
 	descLen := int(binary.BigEndian.Uint16(p[2:4]))
 	if descLen%16 != 0 || 8+descLen > len(p) {
 		return Check(SenseParamListLength)

@@ -62,13 +62,10 @@ type copyRange struct {
 }
 
 func (d *Disk) extendedCopy(ctx context.Context, req *Request, p []byte) Result {
-	if req.DataOut == 0 {
-		return good(nil)
+	p, done := paramList(req, p, 16)
+	if done != nil {
+		return *done
 	}
-	if req.DataOut < 16 || len(p) < req.DataOut {
-		return Check(SenseParamListLength)
-	}
-	p = p[:req.DataOut]
 	listID, usage := p[0], (p[1]>>3)&3
 	cl, sl, il := int(binary.BigEndian.Uint16(p[2:])), int(binary.BigEndian.Uint32(p[8:])), int(binary.BigEndian.Uint32(p[12:]))
 	if 16+cl+sl+il > len(p) || cl+sl > maxDescListLen {
