@@ -26,41 +26,6 @@ var (
 	SenseLUNResetOccurred = Sense{Key: KeyUnitAttention, ASC: 0x29, ASCQ: 0x03}
 )
 
-// holdCopyStatus keeps a copy's status for RECEIVE COPY RESULTS.
-func (d *Disk) holdCopyStatus(n Nexus, listID byte, st copyStatus) {
-	u := &d.units
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	ns := u.nexuses[n]
-	if ns == nil {
-		return // not attached: nobody could ask for it
-	}
-	if ns.copies == nil {
-		ns.copies = map[byte]copyStatus{}
-	}
-	ns.copies[listID] = st
-}
-
-func (d *Disk) heldCopyStatus(n Nexus, listID byte) (copyStatus, bool) {
-	u := &d.units
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if ns := u.nexuses[n]; ns != nil {
-		st, ok := ns.copies[listID]
-		return st, ok
-	}
-	return copyStatus{}, false
-}
-
-// reservedByOther reports whether a nexus other than n holds the LU's
-// reservation.
-func (d *Disk) reservedByOther(n Nexus) bool {
-	u := &d.units
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.holder != "" && u.holder != n
-}
-
 // maxPendingUA bounds the unit attentions queued for one nexus; a newer one
 // that does not fit is dropped, as SAM allows (the initiator still learns
 // that a reset happened from the ones it gets).
@@ -77,7 +42,7 @@ type nexusState struct {
 
 // units holds a logical unit's per-nexus state. Its memory is bounded by
 // the sessions logged in to the target (each attaches one nexus) times
-// maxPendingUA.
+// maxPendingUA unit attentions and 256 held copy statuses.
 type units struct {
 	mu      sync.Mutex
 	nexuses map[Nexus]*nexusState
@@ -127,9 +92,9 @@ func (d *Disk) Detach(n Nexus) {
 
 // Reset is a logical unit or target reset as seen by this logical unit: the
 // reservation is released and every attached nexus, the one that asked
-// included, gets the unit attention s on its next command (SAM-5 5.x, the
-// multipath behaviour initiators rely on to learn that their commands on
-// other paths were aborted). The transport aborts the commands.
+// included, gets the unit attention s on its next command (SAM-5's logical
+// unit reset: how a multipath initiator learns that its commands on other
+// paths were aborted). The transport aborts the commands.
 func (d *Disk) Reset(s Sense) {
 	u := &d.units
 	u.mu.Lock()
@@ -230,4 +195,13 @@ func (d *Disk) release(req *Request) Result {
 		u.updateBusy()
 	}
 	return good(nil)
+}
+
+// reservedByOther reports whether a nexus other than n holds the LU's
+// reservation.
+func (d *Disk) reservedByOther(n Nexus) bool {
+	u := &d.units
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.holder != "" && u.holder != n
 }

@@ -276,3 +276,29 @@ func (d *Disk) receiveCopyResults(req *Request) Result {
 	}
 	return Check(SenseInvalidFieldCDB)
 }
+
+// holdCopyStatus keeps a copy's status for RECEIVE COPY RESULTS.
+func (d *Disk) holdCopyStatus(n Nexus, listID byte, st copyStatus) {
+	u := &d.units
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ns := u.nexuses[n]
+	if ns == nil {
+		return // not attached: nobody could ask for it
+	}
+	if ns.copies == nil {
+		ns.copies = map[byte]copyStatus{}
+	}
+	ns.copies[listID] = st
+}
+
+func (d *Disk) heldCopyStatus(n Nexus, listID byte) (copyStatus, bool) {
+	u := &d.units
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if ns := u.nexuses[n]; ns != nil {
+		st, ok := ns.copies[listID]
+		return st, ok
+	}
+	return copyStatus{}, false
+}
