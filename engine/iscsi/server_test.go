@@ -941,3 +941,32 @@ func TestExtendedCopyStaysInsideTheTarget(t *testing.T) {
 		t.Fatal("the copy within the LU did not copy")
 	}
 }
+
+// A TARGET COLD RESET ends every connection of the target (RFC 7143
+// 11.5.1), the sender's after its response, and the target takes new
+// logins at once.
+func TestColdResetClosesEverySession(t *testing.T) {
+	dev := memDev(t, 1<<20)
+	ts := startServer(t, ServerConfig{}, simpleTarget(dev))
+	dial := func(name string) *iscsitest.Initiator {
+		ini, err := dialInitiator(t, ts.addr, iscsitest.LoginOptions{InitiatorName: initiatorName + name, TargetName: testIQN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ini
+	}
+	a, b := dial(":a"), dial(":b")
+	ctx := ctxT(t)
+	if resp, err := a.TaskMgmt(ctx, 7, 0, 0); err != nil || resp != 0 {
+		t.Fatalf("TARGET COLD RESET: response %d, %v", resp, err)
+	}
+	for name, ini := range map[string]*iscsitest.Initiator{"the sender": a, "the other session": b} {
+		short, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := ini.Command(short, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s still runs commands after a cold reset", name)
+		}
+	}
+	must(t)(dial(":c").Command(ctx, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0))
+}
