@@ -105,11 +105,11 @@ func span(off, n int64, fn func(c, within, length, done int64)) {
 	}
 }
 
-// WriteAt implements Device.
 // AtomicWriteMax implements AtomicWriter: a write happens under the lock
 // reads take, and a crash loses a Mem whole.
 func (m *Mem) AtomicWriteMax() int { return math.MaxInt32 }
 
+// WriteAt implements Device.
 func (m *Mem) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

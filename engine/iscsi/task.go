@@ -601,18 +601,18 @@ func (c *conn) taskManagement(p *pdu.PDU, counted bool) {
 			resp = tmfNotSupported
 			break
 		}
-		others := c.srv.sessions(c.tgt)
-		for _, o := range others {
+		sessions := c.srv.sessions(c.tgt) // the sender's included
+		for _, o := range sessions {
 			o.abortAll(nil)
 		}
 		for _, d := range c.tgt.luns {
 			d.Reset(scsi.SenseResetOccurred)
 		}
-		c.log.Info("iscsi target reset", "initiator", c.initiator, "cold", fn == tmfColdReset, "sessions", len(others))
+		c.log.Info("iscsi target reset", "initiator", c.initiator, "cold", fn == tmfColdReset, "sessions", len(sessions))
 		if fn == tmfColdReset {
 			// RFC 7143 11.5.1: a cold reset ends every connection of
 			// the target; ours closes after its response is sent.
-			for _, o := range others {
+			for _, o := range sessions {
 				if o != c {
 					o.close()
 				}

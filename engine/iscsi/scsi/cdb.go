@@ -28,6 +28,8 @@ const (
 	OpReserve10          = 0x56
 	OpRelease10          = 0x57
 	OpModeSense10        = 0x5a
+	OpExtendedCopy       = 0x83
+	OpReceiveCopyResults = 0x84
 	OpRead16             = 0x88
 	OpCompareAndWrite    = 0x89
 	OpOrWrite16          = 0x8b
@@ -39,8 +41,6 @@ const (
 	OpWriteSame16        = 0x93
 	OpWriteAtomic16      = 0x9c
 	OpServiceActionIn16  = 0x9e
-	OpExtendedCopy       = 0x83
-	OpReceiveCopyResults = 0x84
 	OpReportLUNs         = 0xa0
 	OpMaintenanceIn      = 0xa3
 	OpRead12             = 0xa8

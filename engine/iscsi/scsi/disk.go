@@ -183,7 +183,7 @@ func (d *Disk) writeAtomic(ctx context.Context, req *Request, data []byte) Resul
 	if refused != nil {
 		return *refused
 	}
-	if int64(req.Blocks)*int64(d.bs) > int64(d.atomicMax) || n != req.DataOut {
+	if req.DataOut > d.atomicMax || n != req.DataOut {
 		// Longer than the device keeps whole, or not all of its data came:
 		// writing a part would break the promise.
 		return Check(SenseInvalidFieldCDB)
@@ -204,18 +204,14 @@ func (d *Disk) writeAtomic(ctx context.Context, req *Request, data []byte) Resul
 // protection, and returns how many bytes of data to write: the whole blocks
 // both the CDB and the received data cover.
 func (d *Disk) writable(req *Request, data []byte) (int, *Result) {
-	refuse := func(s Sense) (int, *Result) {
-		r := Check(s)
-		return 0, &r
-	}
 	if !d.inRange(req.LBA, req.Blocks) {
-		return refuse(SenseLBAOutOfRange)
+		return 0, refusal(SenseLBAOutOfRange)
 	}
 	if int64(req.Blocks)*int64(d.bs) > maxTransferBytes {
-		return refuse(SenseInvalidFieldCDB)
+		return 0, refusal(SenseInvalidFieldCDB)
 	}
 	if d.dev.ReadOnly() {
-		return refuse(SenseWriteProtected)
+		return 0, refusal(SenseWriteProtected)
 	}
 	n := min(len(data), req.DataOut)
 	return n - n%d.bs, nil
@@ -326,8 +322,7 @@ func paramList(req *Request, p []byte, header int) ([]byte, *Result) {
 		return nil, &r
 	}
 	if req.DataOut < header || len(p) < req.DataOut {
-		r := Check(SenseParamListLength)
-		return nil, &r
+		return nil, refusal(SenseParamListLength)
 	}
 	return p[:req.DataOut], nil
 }

@@ -157,7 +157,7 @@ func (d *Disk) admit(req *Request) *Result {
 		}
 		return &r
 	}
-	if u.holder == "" || u.holder == req.Nexus {
+	if !u.conflicts(req.Nexus) {
 		return nil
 	}
 	switch req.Kind {
@@ -178,7 +178,7 @@ func (d *Disk) reserve(req *Request) Result {
 	u := &d.units
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.holder != "" && u.holder != req.Nexus {
+	if u.conflicts(req.Nexus) {
 		return Result{Status: StatusReservationConflict}
 	}
 	u.holder = req.Nexus
@@ -203,5 +203,11 @@ func (d *Disk) reservedByOther(n Nexus) bool {
 	u := &d.units
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	return u.conflicts(n)
+}
+
+// conflicts reports whether a nexus other than n holds the reservation;
+// u.mu is held.
+func (u *units) conflicts(n Nexus) bool {
 	return u.holder != "" && u.holder != n
 }

@@ -90,6 +90,13 @@ type Result struct {
 // Check returns a CHECK CONDITION result.
 func Check(s Sense) Result { return Result{Status: StatusCheckCondition, Sense: &s} }
 
+// refusal is Check for functions that return a *Result, nil when the
+// command may go on.
+func refusal(s Sense) *Result {
+	r := Check(s)
+	return &r
+}
+
 func good(data []byte) Result { return Result{Status: StatusGood, Data: data} }
 
 // deviceError maps a blockdev error to sense data.

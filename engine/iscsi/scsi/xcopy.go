@@ -111,25 +111,20 @@ func parseSegments(b []byte) ([][]byte, *Result) {
 	var segs [][]byte
 	for len(b) > 0 {
 		if len(b) < 4 {
-			r := Check(SenseInvalidFieldParam)
-			return nil, &r
+			return nil, refusal(SenseInvalidFieldParam)
 		}
 		n := 4 + int(binary.BigEndian.Uint16(b[2:]))
 		if n > len(b) {
-			r := Check(SenseInvalidFieldParam)
-			return nil, &r
+			return nil, refusal(SenseInvalidFieldParam)
 		}
 		if len(segs) == maxSegments {
-			r := Check(senseTooManySegments)
-			return nil, &r
+			return nil, refusal(senseTooManySegments)
 		}
 		if b[0] != segBlockToBlock {
-			r := Check(senseUnsupportedSegment)
-			return nil, &r
+			return nil, refusal(senseUnsupportedSegment)
 		}
 		if n != b2bSegLen {
-			r := Check(SenseInvalidFieldParam)
-			return nil, &r
+			return nil, refusal(SenseInvalidFieldParam)
 		}
 		segs = append(segs, b[:n])
 		b = b[n:]
