@@ -66,6 +66,10 @@ type conn struct {
 	tsih      uint16
 	loggedIn  bool // guarded by srv.mu
 	attached  bool // nexus attached to tgt's LUs (guarded by srv.mu)
+	// ending is set by a cold reset before its response goes out: the
+	// connection closes after it, and what the reader gets meanwhile is
+	// dropped, not executed.
+	ending atomic.Bool
 
 	wmu     sync.Mutex // serialises writes to the socket
 	bw      *bufio.Writer
@@ -494,6 +498,9 @@ func (c *conn) nextBuffered() bool {
 }
 
 func (c *conn) dispatch(p *pdu.PDU) error {
+	if c.ending.Load() {
+		return nil
+	}
 	op := p.Opcode()
 	if c.discovery {
 		switch op {

@@ -611,7 +611,9 @@ func (c *conn) taskManagement(p *pdu.PDU, counted bool) {
 		c.log.Info("iscsi target reset", "initiator", c.initiator, "cold", fn == tmfColdReset, "sessions", len(sessions))
 		if fn == tmfColdReset {
 			// RFC 7143 11.5.1: a cold reset ends every connection of
-			// the target; ours closes after its response is sent.
+			// the target; ours closes after its response is sent, and
+			// runs nothing the initiator sends once it has it.
+			c.ending.Store(true)
 			for _, o := range sessions {
 				if o != c {
 					o.close()
